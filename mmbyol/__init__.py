@@ -1,0 +1,29 @@
+"""mmbyol: BYOL self-supervised learning for images, audio and text, with pluggable modalities
+and augmentations."""
+
+from .augment import Augmentation, Compose, ViewPair, build_views
+from .byol import BYOL, SimCLR
+from .config import load_config
+from .errors import CheckpointError, ConfigError, DataError, MMBYOLError, TrainingDiverged
+from .evaluate import evaluate, load_encoder
+from .losses import byol_loss, info_nce_loss
+from .modalities.base import Modality
+from .optim import LARS
+from .registry import (
+    list_names,
+    register_augmentation,
+    register_dataset,
+    register_encoder,
+    register_modality,
+)
+from .schedules import lr_schedule, tau_schedule
+from .train import train
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BYOL", "SimCLR", "Augmentation", "Compose", "ViewPair", "build_views", "load_config", "train",
+    "evaluate", "load_encoder", "byol_loss", "info_nce_loss", "LARS", "lr_schedule", "tau_schedule",
+    "Modality", "register_augmentation", "register_dataset", "register_encoder", "register_modality",
+    "list_names", "MMBYOLError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
+]

@@ -1,0 +1,146 @@
+"""Batched augmentations with an independent random draw per sample.
+
+An :class:`Augmentation` acts on a whole prepared batch on the training device. Its ``p`` is
+drawn per sample: the base class picks the rows to transform and calls :meth:`apply` on them
+only, so every subclass sees just the rows it must change and draws one set of parameters per
+row from the ``torch.Generator`` it is given (seedable, so views are reproducible).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .registry import AUGMENTATIONS
+
+Batch = Any  # a tensor, or a mapping of tensors sharing the batch dimension (e.g. ids and mask)
+
+
+def batch_size(x: Batch) -> int:
+    if isinstance(x, Mapping):
+        return next(iter(x.values())).shape[0]
+    return x.shape[0]
+
+
+def batch_device(x: Batch) -> torch.device:
+    if isinstance(x, Mapping):
+        return next(iter(x.values())).device
+    return x.device
+
+
+def select_rows(x: Batch, index: torch.Tensor) -> Batch:
+    if isinstance(x, Mapping):
+        return {key: value[index] for key, value in x.items()}
+    return x[index]
+
+
+def replace_rows(x: Batch, index: torch.Tensor, rows: Batch) -> Batch:
+    """A copy of ``x`` whose rows at ``index`` are ``rows``; ``x`` itself is left untouched."""
+    if isinstance(x, Mapping):
+        return {key: replace_rows(value, index, rows[key]) for key, value in x.items()}
+    out = x.clone()
+    out[index] = rows.to(out.dtype)
+    return out
+
+
+def uniform(n: int, low: float, high: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``n`` independent draws from U(low, high)."""
+    return low + (high - low) * torch.rand(n, generator=generator, device=device)
+
+
+def bernoulli(n: int, p: float, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``n`` independent coin flips that come up True with probability ``p``."""
+    return torch.rand(n, generator=generator, device=device) < p
+
+
+class Augmentation(nn.Module):
+    """Base class: applies :meth:`apply` to each sample of a batch with probability ``p``."""
+
+    def __init__(self, p: float = 1.0):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{type(self).__name__}: p must lie in [0, 1], got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Batch, generator: torch.Generator) -> Batch:
+        if self.p >= 1.0:
+            return self.apply(x, generator)
+        n = batch_size(x)
+        chosen = bernoulli(n, self.p, generator, batch_device(x))
+        if self.p <= 0.0 or not bool(chosen.any()):
+            return x
+        index = chosen.nonzero().squeeze(1)
+        return replace_rows(x, index, self.apply(select_rows(x, index), generator))
+
+    def apply(self, x: Batch, generator: torch.Generator) -> Batch:
+        """Transform every row of ``x``, drawing independent random parameters per row."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class Compose(nn.Module):
+    """Augmentations applied one after the other."""
+
+    def __init__(self, augmentations: Sequence[Augmentation]):
+        super().__init__()
+        self.augmentations = nn.ModuleList(augmentations)
+
+    def forward(self, x: Batch, generator: torch.Generator) -> Batch:
+        for augmentation in self.augmentations:
+            x = augmentation(x, generator)
+        return x
+
+
+class ViewPair(nn.Module):
+    """The two augmentation pipelines of BYOL; asymmetric when the two lists differ."""
+
+    def __init__(self, view1: Compose, view2: Compose):
+        super().__init__()
+        self.view1 = view1
+        self.view2 = view2
+
+    def forward(self, x: Batch, generator: torch.Generator) -> tuple[Batch, Batch]:
+        return self.view1(x, generator), self.view2(x, generator)
+
+
+def build_augmentation(modality: str, spec: Mapping[str, Any], where: str = "augment") -> Augmentation:
+    """One augmentation from a config item ``{name: ..., p: ..., other kwargs}``."""
+    spec = dict(spec)
+    if "name" not in spec:
+        raise ConfigError(f"{where}: each augmentation needs a `name`, got {spec}. Example: {{name: solarize, p: 0.2}}")
+    name = spec.pop("name")
+    cls = AUGMENTATIONS.get(modality, name)
+    check_kwargs(cls, spec, f"{where} augmentation {name!r}")
+    try:
+        return cls(**spec)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where} augmentation {name!r}: {error}") from error
+
+
+def build_views(modality: str, view1: Sequence[Mapping[str, Any]], view2: Sequence[Mapping[str, Any]]) -> ViewPair:
+    return ViewPair(
+        Compose([build_augmentation(modality, s, f"augment.view1[{i}]") for i, s in enumerate(view1)]),
+        Compose([build_augmentation(modality, s, f"augment.view2[{i}]") for i, s in enumerate(view2)]),
+    )
+
+
+def check_kwargs(fn: Any, kwargs: Mapping[str, Any], what: str) -> None:
+    """Fail with the closest valid name when ``kwargs`` holds a name ``fn`` does not take."""
+    parameters = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{what} has no option {key!r}.{hint} Its options: {', '.join(valid)}.")
+

@@ -1,0 +1,158 @@
+"""``mmbyol train|eval|views|list|config|data`` (DESIGN §4)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from .errors import MMBYOLError
+
+log = logging.getLogger("mmbyol")
+
+USAGE = """mmbyol train [modality=image|audio|text] [key=value ...]   train; prints the run directory
+mmbyol eval RUN_DIR [key=value ...]                        linear probe + kNN -> eval.json, one JSON line
+mmbyol views [modality=NAME] [out=views.png] [n=8] [key=value ...]
+                                                           picture of augmented view pairs
+mmbyol list                                                registered modalities, encoders, augmentations, data sets
+mmbyol config [modality=NAME] [key=value ...]              the resolved config as YAML
+mmbyol data prepare NAME [key=value ...]                   build or check a local data set"""
+
+
+def _split_options(overrides: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """Pull command options such as ``out=`` out of the config overrides."""
+    options, rest = {}, []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in names:
+            options[key] = value
+        else:
+            rest.append(item)
+    return options, rest
+
+
+def cmd_train(args) -> None:
+    from .train import load_train_config, train
+
+    run_dir = train(load_train_config(args.overrides))
+    print(run_dir)
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import evaluate, load_eval_config
+
+    run_dir = Path(args.run_dir)
+    result = evaluate(load_eval_config(run_dir, args.overrides), run_dir)
+    print(json.dumps({k: v for k, v in result.items() if k != "protocol"}))
+
+
+def cmd_views(args) -> None:
+    import torch
+
+    from .augment import build_views
+    from .config import load_config, to_container
+    from .modalities.base import build_dataset, collate_items, get_modality
+    from .train import resolve_device
+
+    options, overrides = _split_options(args.overrides, ("out", "n"))
+    cfg = load_config(overrides)
+    modality = get_modality(cfg.modality)
+    device = resolve_device(cfg.device)
+    dataset = build_dataset(cfg, "train")
+    n = int(options.get("n", 8))
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    inputs, _labels, _skipped = collate_items(items, modality.collate)
+    batch = modality.prepare(inputs, device)
+    augment = to_container(cfg.augment)
+    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    with torch.no_grad():
+        view1, view2 = views(batch, generator)
+    out = Path(options.get("out", "views.png"))
+    modality.render_views(batch, view1, view2, out)
+    print(out)
+
+
+def cmd_list(args) -> None:
+    from .registry import AUGMENTATIONS, DATASETS, ENCODERS, MODALITIES
+
+    for _, name, origin in MODALITIES.entries():
+        modality = MODALITIES.get("", name)
+        print(f"modality {name}" + (f"  ({origin})" if origin != "mmbyol" else "") +
+              (f" - {modality.description}" if modality.description else ""))
+        for registry in (DATASETS, ENCODERS, AUGMENTATIONS):
+            entries = [(n, o) for m, n, o in registry.entries() if m == name]
+            listed = ", ".join(n + (f" [{o}]" if o != "mmbyol" else "") for n, o in entries)
+            print(f"  {registry.kind + 's':<14} {listed or '-'}")
+
+
+def cmd_config(args) -> None:
+    from .config import load_config
+
+    print(OmegaConf.to_yaml(load_config(args.overrides)), end="")
+
+
+def cmd_data(args) -> None:
+    from .config import load_config
+    from .modalities.base import build_dataset
+    from .registry import DATASETS
+
+    if args.action != "prepare":
+        raise MMBYOLError(f"Unknown data action {args.action!r}; the one action is `mmbyol data prepare NAME`.")
+    owners = [m for m, name, _ in DATASETS.entries() if name == args.name]
+    if not owners:
+        names = sorted({name for _, name, _ in DATASETS.entries()})
+        raise MMBYOLError(f"Unknown data set {args.name!r}. Available: {', '.join(names)}.")
+    cfg = load_config([f"modality={owners[0]}", f"data.name={args.name}", *args.overrides])
+    builder = DATASETS.get(cfg.modality, args.name)
+    if hasattr(builder, "prepare"):
+        builder.prepare(cfg.data)
+    sizes = {split: len(build_dataset(cfg, split)) for split in ("train", "test")}
+    print(f"{args.name}: ready ({sizes['train']} train, {sizes['test']} test items)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmbyol", description="BYOL self-supervised learning for images, audio and text.",
+                                     usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = commands.add_parser("train", help="train BYOL; prints the run directory")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=cmd_train)
+    p = commands.add_parser("eval", help="linear probe + kNN of a run's encoder")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=cmd_eval)
+    p = commands.add_parser("views", help="write a picture of augmented view pairs")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=cmd_views)
+    p = commands.add_parser("list", help="list registered modalities, encoders, augmentations, data sets")
+    p.set_defaults(run=cmd_list)
+    p = commands.add_parser("config", help="print the resolved config as YAML")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=cmd_config)
+    p = commands.add_parser("data", help="prepare a local data set")
+    p.add_argument("action", choices=["prepare"])
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=cmd_data)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="mmbyol: %(message)s",
+                        stream=sys.stderr)
+    try:
+        args.run(args)
+    except MMBYOLError as error:
+        print(f"mmbyol: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mmbyol: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

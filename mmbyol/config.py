@@ -1,0 +1,208 @@
+"""Structured configs, composed as ``configs/base.yaml`` ← ``configs/modality/NAME.yaml`` ←
+``key=value`` overrides, with struct mode on: a typo or a wrong type fails early, with the key
+named and the closest valid one suggested."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+from .registry import MODALITIES, import_plugins
+
+
+@dataclass
+class RunConfig:
+    dir: Optional[str] = None  # default: runs/<modality>-<date>-<time>
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 10
+    max_steps: Optional[int] = None  # when set, the run (and every schedule) is this many steps
+    log_every: int = 10  # steps between lines of metrics.jsonl
+    checkpoint_every: int = 500  # steps between checkpoints (and one at the end of every epoch)
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False  # torch.compile the encoder
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class ModelConfig:
+    hidden_dim: int = 4096
+    projection_dim: int = 256
+    tau_base: float = 0.996
+    temperature: float = 0.1  # objective=infonce only
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"  # lars | adamw | sgd
+    lr: float = 0.2  # per 256 examples: the rate used is lr·batch_size/256 (BYOL §3.3)
+    weight_decay: float = 1.5e-6
+    momentum: float = 0.9
+    trust_coefficient: float = 1e-3
+    warmup_epochs: float = 10.0
+
+
+@dataclass
+class DataConfig:
+    """The keys every data set understands; a modality extends this with its own."""
+
+    name: str = "???"
+    root: Optional[str] = None
+    batch_size: int = 256
+    limit: Optional[int] = None  # use only the first N training items
+    num_workers: int = 0
+
+
+@dataclass
+class AugmentConfig:
+    view1: list[dict[str, Any]] = field(default_factory=list)
+    view2: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EvalConfig:
+    init: str = "trained"  # trained | random (an untrained encoder of the same config)
+    labels_per_class: Optional[int] = None  # also probe with only N labels per class
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    batch_size: int = 512
+    test_limit: Optional[int] = None  # use only the first N test items
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    modality: str = "image"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    objective: str = "byol"  # byol | infonce
+    resume: Optional[str] = None  # auto | PATH to a checkpoint
+    plugins: list[str] = field(default_factory=list)
+    run: RunConfig = field(default_factory=RunConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "???"})
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    "objective": ("byol", "infonce"),
+    "optim.name": ("lars", "adamw", "sgd"),
+    "trainer.precision": ("auto", "fp32", "bf16"),
+    "eval.init": ("trained", "random"),
+}
+
+
+def config_dir() -> Path:
+    """``$MMBYOL_CONFIG_DIR``, else the ``configs/`` folder of the source tree."""
+    return Path(os.environ.get("MMBYOL_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+
+
+def load_yaml(path: Path) -> DictConfig:
+    try:
+        return OmegaConf.load(path)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist.") from None
+    except Exception as error:
+        raise ConfigError(f"Config file {path} is not valid YAML: {error}") from error
+
+
+def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    for item in overrides:
+        if not re.match(r"^[A-Za-z_][\w.]*=", item):
+            raise ConfigError(
+                f"Cannot read {item!r}: overrides are key=value, e.g. trainer.epochs=5 or "
+                f"'augment.view2=[{{name: solarize, p: 0.2}}]'. `mmbyol config` shows every key."
+            )
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"Cannot parse the overrides {list(overrides)}: {error}") from error
+
+
+def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> DictConfig:
+    """The resolved config: defaults ← base.yaml ← modality yaml ← ``base`` ← ``overrides``.
+
+    ``base`` is a saved config (a run's ``config.yaml``) that overrides refine, for resume and
+    eval; when it is given, the YAML files are not read again.
+    """
+    dotlist = parse_overrides(overrides)
+    layers: list[Any] = []
+    if base is None:
+        layers.append(load_yaml(config_dir() / "base.yaml"))
+    else:
+        layers.append(OmegaConf.create(dict(base)))
+    modality_name = dotlist.get("modality") or layers[0].get("modality") or Config.modality
+    import_plugins([*layers[0].get("plugins", []), *dotlist.get("plugins", [])])
+    modality = MODALITIES.get("", modality_name)
+
+    schema = OmegaConf.structured(Config)
+    schema = _merge(schema, {"data": OmegaConf.structured(modality.data_config)})
+    if base is None:
+        modality_file = config_dir() / "modality" / f"{modality_name}.yaml"
+        if modality_file.exists():
+            layers.append(load_yaml(modality_file))
+        elif modality.config_file is not None:
+            layers.append(load_yaml(modality.config_file))
+    cfg = schema
+    for layer in [*layers, dotlist]:
+        cfg = _merge(cfg, layer)
+    cfg.modality = modality_name
+    validate(cfg)
+    return cfg
+
+
+def _merge(cfg: DictConfig, layer: Any) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, layer)
+    except OmegaConfBaseException as error:
+        raise ConfigError(_explain(cfg, error)) from None
+
+
+def _explain(cfg: DictConfig, error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None) or "?"
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    if "not in" in str(error) or type(error).__name__ == "ConfigKeyError":
+        valid = list(parent.keys()) if isinstance(parent, DictConfig) else []
+        close = difflib.get_close_matches(leaf, valid, n=1)
+        hint = f" Did you mean {'.'.join(filter(None, [parent_key, close[0]]))!r}?" if close else ""
+        return (f"Unknown config key {key!r}.{hint} Valid keys{' under ' + repr(parent_key) if parent_key else ''}: "
+                f"{', '.join(valid)}. `mmbyol config` prints the whole config.")
+    message = str(error).splitlines()[0]
+    return f"Config key {key!r}: {message}. `mmbyol config` shows every key with its current value."
+
+
+def validate(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{key}={value!r} is not a choice.{hint} Choose one of: {', '.join(allowed)}.")
+    for key in ("data.batch_size", "trainer.log_every", "trainer.checkpoint_every"):
+        if OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}.")
+    missing = [k for k in ("data.name", "encoder.name") if OmegaConf.is_missing(cfg, k)]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be set (e.g. data.name=... on the command line).")
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """A plain dict (for checkpoints, which load with ``weights_only=True``)."""
+    return OmegaConf.to_container(cfg, resolve=True)
+

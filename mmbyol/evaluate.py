@@ -1,0 +1,209 @@
+"""Evaluation of a frozen encoder: linear probe and weighted kNN on its features h."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import load_config
+from .errors import CheckpointError, DataError
+from .modalities.base import Modality, build_dataset, build_encoder, collate_items, get_modality
+from .registry import import_plugins
+from .train import autocast_context, resolve_device
+
+log = logging.getLogger("mmbyol")
+
+L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # weight-decay choices for the probe
+
+
+def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """The online encoder f_θ exported by a run, in eval mode: ``features = encoder(prepared_batch)``."""
+    path = Path(run_dir) / "encoder.safetensors"
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: the run has not finished. Finish it with "
+                              f"`mmbyol train run.dir={run_dir} resume=auto`.")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            meta = json.loads((file.metadata() or {})["mmbyol"])
+        state = load_file(str(path))
+    except Exception as error:
+        raise CheckpointError(f"{path} cannot be read ({error}); it is truncated or not an mmbyol encoder. "
+                              f"Re-export it by resuming the run: mmbyol train run.dir={run_dir} resume=auto.") from None
+    import_plugins(meta.get("plugins", []))
+    encoder = build_encoder(meta["modality"], meta["encoder"], meta["info"])
+    encoder.load_state_dict(state)
+    if get_modality(meta["modality"]).channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return encoder.to(device).eval()
+
+
+@torch.no_grad()
+def extract_features(encoder: nn.Module, dataset, modality: Modality, device: torch.device,
+                     batch_size: int, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features h (float32, on the CPU) and labels of every readable item, in order."""
+    encoder.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                        collate_fn=partial(collate_items, collate=modality.collate))
+    features, labels = [], []
+    for inputs, batch_labels, _skipped in loader:
+        if inputs is None:
+            continue
+        with autocast():
+            h = encoder(modality.prepare(inputs, device))
+        features.append(h.float().cpu())
+        labels.append(batch_labels)
+    return torch.cat(features), torch.cat(labels)
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int = 1000) -> nn.Linear:
+    """Multinomial logistic regression by full-batch L-BFGS, to convergence."""
+    torch.manual_seed(0)
+    linear = nn.Linear(x.shape[1], num_classes)
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    optimizer = torch.optim.LBFGS(linear.parameters(), lr=1, max_iter=max_iter, history_size=20,
+                                  tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(linear(x), y) + 0.5 * l2 * linear.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return linear
+
+
+def _accuracy(linear: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((linear(x).argmax(dim=1) == y).float().mean())
+
+
+def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, seed: int = 0) -> tuple[float, float]:
+    """Test accuracy of a logistic regression on standardized features, its L2 strength chosen
+    on held-out training data (5-fold cross-validation for small sets, a 10% split otherwise).
+    Returns (accuracy, chosen L2)."""
+    mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
+    train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    n = len(train_x)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    folds = order.chunk(5) if n < 5000 else [order[: n // 10]]
+    scores = []
+    for l2 in L2_GRID:
+        fold_scores = []
+        for held_out in folds:
+            keep = torch.ones(n, dtype=torch.bool)
+            keep[held_out] = False
+            linear = fit_logistic(train_x[keep], train_y[keep], num_classes, l2, max_iter=300)
+            fold_scores.append(_accuracy(linear, train_x[held_out], train_y[held_out]))
+        scores.append(sum(fold_scores) / len(fold_scores))
+    best = L2_GRID[max(range(len(L2_GRID)), key=lambda i: (scores[i], L2_GRID[i]))]
+    linear = fit_logistic(train_x, train_y, num_classes, best)
+    return _accuracy(linear, test_x, test_y), best
+
+
+@torch.no_grad()
+def knn_accuracy(train_x, train_y, test_x, test_y, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
+    """Weighted kNN on cosine similarity (Wu et al. 2018): the k nearest training features vote
+    for their class with weight exp(similarity / temperature)."""
+    train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
+    k = min(k, len(train_x))
+    correct = 0
+    for start in range(0, len(test_x), 1024):
+        similarity, index = (test_x[start : start + 1024] @ train_x.T).topk(k, dim=1)
+        votes = torch.zeros(len(index), num_classes)
+        votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
+        correct += int((votes.argmax(dim=1) == test_y[start : start + 1024]).sum())
+    return correct / len(test_x)
+
+
+def few_labels(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
+    """Indices of ``per_class`` examples of each class, drawn with a fixed seed."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in labels.unique():
+        members = (labels == label).nonzero().squeeze(1)
+        if len(members) < per_class:
+            raise DataError(f"Class {int(label)} has only {len(members)} training examples, fewer than "
+                            f"eval.labels_per_class={per_class}.")
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
+    return torch.cat(chosen)
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate the run's encoder (or, with ``eval.init=random``, an untrained one of the same
+    config) and write ``eval.json`` (``eval-random.json``)."""
+    started = time.perf_counter()
+    modality = get_modality(cfg.modality)
+    device = resolve_device(cfg.device)
+    train_set, test_set = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    if cfg.eval.test_limit is not None:
+        test_set = torch.utils.data.Subset(test_set, range(min(cfg.eval.test_limit, len(test_set))))
+    if cfg.eval.init == "random":
+        torch.manual_seed(cfg.seed)  # the very initialization the run started from
+        encoder = build_encoder(cfg.modality, cfg.encoder, train_set.info).to(device)
+        if modality.channels_last:
+            encoder = encoder.to(memory_format=torch.channels_last)
+        step = 0
+    else:
+        encoder = load_encoder(run_dir, device)
+        step = json.loads(safe_open(str(run_dir / "encoder.safetensors"), "pt").metadata()["mmbyol"])["step"]
+    autocast = autocast_context(cfg, device)
+    train_x, train_y = extract_features(encoder, train_set, modality, device, cfg.eval.batch_size, autocast)
+    test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, autocast)
+    if (train_y < 0).all():
+        raise DataError(f"The training split of {cfg.data.name!r} has no labels; evaluation needs a labelled data set.")
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, cfg.eval.seed)
+    result: dict[str, Any] = {
+        "linear_acc": round(linear_acc, 4),
+        "knn_acc": round(knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
+                                      cfg.eval.knn_k, cfg.eval.knn_temperature), 4),
+    }
+    n = cfg.eval.labels_per_class
+    if n is not None:
+        subset = few_labels(train_y, n, cfg.eval.seed)
+        acc, _ = linear_probe(train_x[subset], train_y[subset], test_x, test_y, num_classes, cfg.eval.seed)
+        result[f"linear_acc_{n}"] = round(acc, 4)
+    result.update({
+        "init": cfg.eval.init,
+        "step": step,
+        "data": cfg.data.name,
+        "n_train": len(train_x),
+        "n_test": len(test_x),
+        "feature_dim": train_x.shape[1],
+        "protocol": {
+            "linear": f"logistic regression on standardized frozen features, L-BFGS to convergence, "
+                      f"L2 chosen on held-out training data (chose {l2:g})",
+            "knn": f"weighted kNN, cosine, k={cfg.eval.knn_k}, temperature={cfg.eval.knn_temperature}",
+            "labels_per_class": n,
+            "seed": cfg.eval.seed,
+        },
+        "seconds": round(time.perf_counter() - started, 1),
+    })
+    name = "eval.json" if cfg.eval.init == "trained" else "eval-random.json"
+    (run_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def load_eval_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
+    """The run's saved config refined by ``overrides`` (``init=random`` is short for ``eval.init=random``)."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        raise DataError(f"{run_dir} is not a run directory (no config.yaml). Pass the folder `mmbyol train` printed.")
+    overrides = [f"eval.{o}" if o.startswith("init=") else o for o in overrides]
+    return load_config(overrides, base=OmegaConf.to_container(OmegaConf.load(path)))

@@ -1,0 +1,1 @@
+"""Modality plugins: each registers its data sets, encoders and augmentations on import."""

@@ -1,0 +1,98 @@
+"""The Modality contract: an object that supplies parts, looked up by name (no subclass tree)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..augment import check_kwargs
+from ..errors import ConfigError, DataError
+from ..registry import DATASETS, ENCODERS, MODALITIES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Modality:
+    """What a modality supplies besides its registered encoders, augmentations and data sets.
+
+    - ``data_config``: dataclass schema of the ``data`` config section (extends ``DataConfig``);
+    - ``collate(inputs)``: a list of dataset inputs → one batch input of fixed shape;
+    - ``prepare(batch, device)``: deterministic preprocessing on the device (uint8 → float,
+      waveform → log-mel …), before the augmentations;
+    - ``render_views(original, view1, view2, path)``: a picture of view pairs (``mmbyol views``);
+    - ``channels_last``: use the channels-last memory format (image-like batches; faster
+      convolutions on CUDA and on CPU).
+
+    Data sets built from the registry are torch ``Dataset`` s of ``(input, label)`` items (label
+    ``-1`` when unlabelled; ``None`` for an unreadable item, which is skipped and counted), with
+    ``classes`` (label names) and ``info`` (a JSON-able dict the encoder builder receives, e.g.
+    channels and normalization statistics; saved with the run).
+    """
+
+    name: str
+    data_config: type
+    collate: Callable[[list[Any]], Any]
+    prepare: Callable[[Any, torch.device], Any]
+    render_views: Callable[[Any, Any, Any, Path], None]
+    channels_last: bool = False
+    config_file: Path | None = None
+    description: str = ""
+
+
+def get_modality(name: str) -> Modality:
+    return MODALITIES.get("", name)
+
+
+def build_dataset(cfg: DictConfig, split: str) -> Dataset:
+    """The ``split`` ("train" or "test") of the configured data set, with ``data.limit`` applied
+    to the training split."""
+    builder = DATASETS.get(cfg.modality, cfg.data.name)
+    dataset = builder(cfg.data, split)
+    if len(dataset) == 0:
+        raise DataError(f"The {split} split of data set {cfg.data.name!r} is empty (data.root={cfg.data.root}). "
+                        f"Point data.root at a folder that holds data.")
+    if split == "train" and cfg.data.limit is not None:
+        dataset = Subset(dataset, range(min(cfg.data.limit, len(dataset))))
+    return dataset
+
+
+class Subset(torch.utils.data.Subset):
+    """A subset that keeps the parent's ``classes`` and ``info``."""
+
+    def __init__(self, dataset: Dataset, indices):
+        super().__init__(dataset, list(indices))
+        self.classes = getattr(dataset, "classes", [])
+        self.info = getattr(dataset, "info", {})
+
+
+def build_encoder(modality: str, encoder_cfg: dict[str, Any] | DictConfig, info: dict[str, Any]) -> nn.Module:
+    """An encoder from its config section (``name`` plus keyword options) and the data set info."""
+    options = OmegaConf.to_container(encoder_cfg) if isinstance(encoder_cfg, DictConfig) else dict(encoder_cfg)
+    name = options.pop("name")
+    builder = ENCODERS.get(modality, name)
+    check_kwargs(builder, {"info": info, **options}, f"encoder {name!r}")
+    try:
+        encoder = builder(info, **options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"encoder {name!r}: {error}") from error
+    if not isinstance(getattr(encoder, "out_dim", None), int):
+        raise ConfigError(f"encoder {name!r} must expose an integer `out_dim` (its feature size).")
+    return encoder
+
+
+def collate_items(items: list[Any], collate: Callable[[list[Any]], Any]):
+    """``(batch input, labels, number of unreadable items skipped)`` from dataset items."""
+    good = [item for item in items if item is not None]
+    if not good:
+        return None, None, len(items)
+    inputs, labels = zip(*good)
+    return collate(list(inputs)), torch.as_tensor(labels, dtype=torch.long), len(items) - len(good)

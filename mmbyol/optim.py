@@ -1,0 +1,87 @@
+"""LARS and the other optimizers, with biases and normalization parameters excluded from weight
+decay and from the LARS adaptation, as in the official BYOL code (``exclude_bias_and_norm``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups of trainable parameters: weights (decayed, adapted) and biases/norm parameters
+    (every parameter with at most one dimension: neither decayed nor adapted)."""
+    decayed, excluded = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (excluded if parameter.ndim <= 1 else decayed).append(parameter)
+    return [
+        {"params": decayed, "weight_decay": weight_decay, "lars_exclude": False},
+        {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
+    ]
+
+
+class LARS(torch.optim.Optimizer):
+    """Layer-wise Adaptive Rate Scaling (You et al. 2017) as BYOL uses it: the update of each
+    weight tensor is scaled by ``trust_coefficient·‖w‖/‖g + wd·w‖``, then heavy-ball momentum.
+    Groups with ``lars_exclude=True`` get plain momentum SGD without weight decay."""
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 0.2,
+        momentum: float = 0.9,
+        weight_decay: float = 1.5e-6,
+        trust_coefficient: float = 1e-3,
+    ):
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                if parameter.grad is None:
+                    continue
+                update = parameter.grad
+                if not group["lars_exclude"]:
+                    if group["weight_decay"]:
+                        update = update.add(parameter, alpha=group["weight_decay"])
+                    weight_norm = torch.linalg.vector_norm(parameter)
+                    update_norm = torch.linalg.vector_norm(update)
+                    trust = torch.where(
+                        (weight_norm > 0) & (update_norm > 0),
+                        group["trust_coefficient"] * weight_norm / update_norm,
+                        torch.ones_like(weight_norm),
+                    )
+                    update = update * trust
+                state = self.state[parameter]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(update).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                parameter.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
+                    momentum: float = 0.9, trust_coefficient: float = 1e-3) -> torch.optim.Optimizer:
+    """``lars`` (the paper's), ``adamw`` or ``sgd``; all exclude biases and norms from decay."""
+    groups = param_groups(model, weight_decay)
+    if name == "lars":
+        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
+    for group in groups:
+        group.pop("lars_exclude")
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    raise ConfigError(f"optim.name must be one of lars, adamw, sgd; got {name!r}.")

@@ -1,0 +1,148 @@
+"""Registries of modalities, encoders, augmentations and data sets, and plugin discovery.
+
+Names are the public surface (``mmbyol list`` shows them all). Third-party packages register
+theirs with the ``register_*`` decorators in a module named by an entry point of the group
+``mmbyol.plugins``; those modules are imported lazily at the first registry lookup.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import logging
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import Any
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "mmbyol.plugins"
+# The modalities that ship with mmbyol; they register themselves on import, like any plugin.
+BUILTIN_MODULES = ("mmbyol.modalities.image",)
+
+
+class Registry:
+    """Named objects, optionally scoped by modality (encoders, augmentations, data sets are)."""
+
+    def __init__(self, kind: str, scoped: bool = True):
+        self.kind = kind
+        self.scoped = scoped
+        self._items: dict[tuple[str, str], Any] = {}
+        self._origin: dict[tuple[str, str], str] = {}
+
+    def add(self, modality: str, name: str, obj: Any) -> None:
+        key = (modality if self.scoped else "", name)
+        if key in self._items and self._items[key] is not obj:
+            where = f" for modality {modality!r}" if self.scoped else ""
+            raise ValueError(f"{self.kind} {name!r}{where} is already registered by {self._origin[key]}")
+        self._items[key] = obj
+        self._origin[key] = _current_origin
+
+    def get(self, modality: str, name: str) -> Any:
+        load_plugins()
+        key = (modality if self.scoped else "", name)
+        if key not in self._items:
+            available = self.names(modality)
+            close = difflib.get_close_matches(name, available, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            where = f" for modality {modality!r}" if self.scoped else ""
+            raise ConfigError(
+                f"Unknown {self.kind} {name!r}{where}.{hint} Available: {', '.join(available) or 'none'}. "
+                f"Run `mmbyol list` to see every registered name, including those added by plugins."
+            )
+        return self._items[key]
+
+    def names(self, modality: str = "") -> list[str]:
+        load_plugins()
+        scope = modality if self.scoped else ""
+        return sorted(name for (m, name) in self._items if m == scope)
+
+    def entries(self) -> list[tuple[str, str, str]]:
+        """(modality, name, origin) for every entry, sorted."""
+        load_plugins()
+        return sorted((m, name, self._origin[(m, name)]) for (m, name) in self._items)
+
+
+MODALITIES = Registry("modality", scoped=False)
+ENCODERS = Registry("encoder")
+AUGMENTATIONS = Registry("augmentation")
+DATASETS = Registry("data set")
+
+_current_origin = "mmbyol"
+_loaded = False
+
+
+def _decorator(registry: Registry, modality: str, name: str) -> Callable[[Any], Any]:
+    def register(obj: Any) -> Any:
+        registry.add(modality, name, obj)
+        return obj
+
+    return register
+
+
+def register_encoder(modality: str, name: str):
+    """Register an encoder builder ``fn(info: dict, **kwargs) -> nn.Module`` (with ``out_dim``)."""
+    return _decorator(ENCODERS, modality, name)
+
+
+def register_augmentation(modality: str, name: str):
+    """Register an :class:`~mmbyol.augment.Augmentation` subclass under a modality and a name."""
+    return _decorator(AUGMENTATIONS, modality, name)
+
+
+def register_dataset(modality: str, name: str):
+    """Register a data set builder ``fn(data_cfg, split) -> Dataset`` (with ``classes`` and ``info``)."""
+    return _decorator(DATASETS, modality, name)
+
+
+def register_modality(modality: Any) -> Any:
+    """Register a :class:`~mmbyol.modalities.base.Modality` object under its ``name``."""
+    MODALITIES.add("", modality.name, modality)
+    return modality
+
+
+def import_plugins(modules: list[str] | tuple[str, ...], origin: str | None = None) -> None:
+    """Import modules that register things (the config's ``plugins:`` list)."""
+    global _current_origin
+    for module in modules:
+        previous, _current_origin = _current_origin, origin or module
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(
+                f"Cannot import plugin module {module!r} ({error}). Install the package that "
+                f"provides it into this environment, or remove it from `plugins`."
+            ) from error
+        finally:
+            _current_origin = previous
+
+
+def load_plugins() -> None:
+    """Import the built-in modalities and every ``mmbyol.plugins`` entry point, once."""
+    global _loaded, _current_origin
+    if _loaded:
+        return
+    _loaded = True
+    import_plugins(BUILTIN_MODULES, origin="mmbyol")
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        package = entry_point.dist.name if entry_point.dist else entry_point.value
+        before = {id(r): set(r._items) for r in (MODALITIES, ENCODERS, AUGMENTATIONS, DATASETS)}
+        previous, _current_origin = _current_origin, package
+        try:
+            entry_point.load()
+        except Exception as error:  # a broken plugin must not take the framework down
+            log.warning("mmbyol plugin %r from %s failed to load: %s", entry_point.name, package, error)
+            continue
+        finally:
+            _current_origin = previous
+        for registry in (MODALITIES, ENCODERS, AUGMENTATIONS, DATASETS):
+            for modality, name in sorted(set(registry._items) - before[id(registry)]):
+                log.info("plugin %s registered %s %s", package, registry.kind, f"{modality}/{name}".strip("/"))
+
+
+def list_names(kind: str, modality: str = "") -> list[str]:
+    """Registered names of one kind: ``modalities``, ``encoders``, ``augmentations`` or ``datasets``."""
+    registries = {"modalities": MODALITIES, "encoders": ENCODERS, "augmentations": AUGMENTATIONS, "datasets": DATASETS}
+    return registries[kind].names(modality)

@@ -1,0 +1,412 @@
+"""The training loop: one plain loop a reader can follow, a function per concern."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import time
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .augment import ViewPair, build_views
+from .byol import BYOL, SimCLR
+from .config import load_config, to_container
+from .errors import CheckpointError, DataError, TrainingDiverged
+from .modalities.base import Modality, build_dataset, build_encoder, collate_items, get_modality
+from .optim import build_optimizer
+from .schedules import lr_schedule, tau_schedule
+
+log = logging.getLogger("mmbyol")
+
+CHECKPOINT_FORMAT = 1
+
+
+# ---------------------------------------------------------------------------- set-up
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"device={name} but CUDA is not available here; use device=cpu or device=auto.")
+    return device
+
+
+def default_run_dir(modality: str) -> Path:
+    return Path("runs") / f"{modality}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def latest_run_dir(modality: str) -> Path | None:
+    """The newest ``runs/<modality>-*`` that holds a checkpoint (for ``resume=auto`` without ``run.dir``)."""
+    candidates = [p.parent.parent for p in Path("runs").glob(f"{modality}-*/checkpoints/last.pt")]
+    return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def load_train_config(overrides: Sequence[str]) -> DictConfig:
+    """The config of ``mmbyol train``. With ``resume=auto`` and an existing run, the run's saved
+    config is the base and the command line refines it, so a resumed run keeps its settings."""
+    cfg = load_config(overrides)
+    if cfg.resume != "auto":
+        return cfg
+    run_dir = Path(cfg.run.dir) if cfg.run.dir else latest_run_dir(cfg.modality)
+    if run_dir is None or not (run_dir / "config.yaml").exists():
+        return cfg
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    saved["run"]["dir"] = str(run_dir)
+    return load_config(overrides, base=saved)
+
+
+def build_model(cfg: DictConfig, encoder: nn.Module) -> nn.Module:
+    if cfg.objective == "infonce":
+        return SimCLR(encoder, encoder.out_dim, cfg.model.hidden_dim, cfg.model.projection_dim,
+                      temperature=cfg.model.temperature)
+    return BYOL(encoder, encoder.out_dim, cfg.model.hidden_dim, cfg.model.projection_dim)
+
+
+class EpochBatches(Sampler):
+    """Batches of one epoch: a permutation fixed by (seed, epoch), so a resumed run sees the
+    same batches; ``start`` skips the batches already trained on. The last partial batch is
+    dropped (BatchNorm needs full batches)."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0):
+        self.size, self.batch_size, self.seed, self.epoch, self.start = size, batch_size, seed, epoch, start
+        self.batches = size // batch_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)[: self.batches * self.batch_size]
+        yield from order.view(self.batches, self.batch_size)[self.start :].tolist()
+
+    def __len__(self) -> int:
+        return self.batches - self.start
+
+
+def make_loader(dataset, modality: Modality, cfg: DictConfig, epoch: int, start: int, device: torch.device):
+    workers = cfg.data.num_workers
+    return DataLoader(
+        dataset,
+        batch_sampler=EpochBatches(len(dataset), cfg.data.batch_size, cfg.seed, epoch, start),
+        collate_fn=partial(collate_items, collate=modality.collate),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+    )
+
+
+def autocast_context(cfg: DictConfig, device: torch.device):
+    bf16 = cfg.trainer.precision == "bf16" or (cfg.trainer.precision == "auto" and device.type == "cuda")
+    if bf16:
+        return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+# ------------------------------------------------------------------------ checkpoints
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The plain module under DDP (``.module``) and ``torch.compile`` (``._orig_mod``)."""
+    while True:
+        if hasattr(module, "_orig_mod"):
+            module = module._orig_mod
+        elif isinstance(module, nn.parallel.DistributedDataParallel):
+            module = module.module
+        else:
+            return module
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, flushed to disk, then renamed: never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        torch.save(obj, file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, modality: str | None = None) -> dict[str, Any]:
+    """A checkpoint, loaded with ``weights_only=True`` (plain containers and tensors only)."""
+    if not path.exists():
+        raise CheckpointError(f"No checkpoint at {path}. Use resume=auto to start fresh when none exists.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be loaded ({reason[:300]}). It is truncated, corrupted, or not "
+            f"an mmbyol checkpoint (mmbyol only loads plain tensors and containers, never pickled code). "
+            f"Delete it to start the run over, or pass resume=PATH with another checkpoint."
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not an mmbyol checkpoint (format {CHECKPOINT_FORMAT}).")
+    saved_modality = state["config"]["modality"]
+    if modality is not None and saved_modality != modality:
+        raise CheckpointError(f"{path} is a checkpoint of a {saved_modality} run, but this run is {modality}. "
+                              f"Use a fresh run.dir, or modality={saved_modality}.")
+    return state
+
+
+def save_checkpoint(path: Path, cfg: DictConfig, step: int, model, optimizer, views, generator, info) -> None:
+    atomic_save({
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": {},  # bf16 autocast needs no loss scaling; kept for the documented layout
+        "views": views.state_dict(),  # stateful augmentations (e.g. a mixup memory)
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "augment": generator.get_state(),
+        },
+        "config": to_container(cfg),
+        "info": info,
+    }, path)
+
+
+def export_encoder(path: Path, cfg: DictConfig, encoder: nn.Module, info: dict, step: int) -> None:
+    """The online encoder f_θ as safetensors, with what :func:`mmbyol.load_encoder` needs to rebuild it."""
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(encoder).state_dict().items()}
+    metadata = {"mmbyol": json.dumps({
+        "modality": cfg.modality,
+        "encoder": OmegaConf.to_container(cfg.encoder),
+        "info": info,
+        "plugins": list(cfg.plugins),
+        "step": step,
+    })}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@torch.no_grad()
+def effective_rank(features: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalized singular values."""
+    singular = torch.linalg.svdvals(features.float())
+    p = singular / singular.sum().clamp_min(1e-12) + 1e-7
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+@torch.no_grad()
+def projection_std(z: torch.Tensor) -> float:
+    """Std over the batch of l2-normalized projections: ≈ 1/√d when healthy, → 0 when collapsed."""
+    return float(F.normalize(z.float(), dim=1).std(dim=0).mean())
+
+
+def collapsed(z_std: float, rank: float, dim: int) -> bool:
+    return z_std < 0.2 / math.sqrt(dim) or rank < 2.0
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per logged step. On resume, lines past the restored
+    step are dropped so the file reads as one uninterrupted run."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        if resume_step is not None and path.exists():
+            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            path.write_text("".join(line + "\n" for line in keep))
+        elif path.exists():
+            path.unlink()
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+class InterruptFlag:
+    """The first Ctrl-C asks the loop to stop after the current step (and save); a second one
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading_main():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort now)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# ------------------------------------------------------------------------------ loop
+
+
+def train_step(model, views: ViewPair, batch, generator, optimizer, lr: float, tau: float, autocast):
+    """One BYOL step: two views, the symmetric loss, the optimizer step, the target update."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    view1, view2 = views(batch, generator)
+    with autocast():
+        loss, outputs = model(view1, view2, return_outputs=True)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    unwrap(model).update_target(tau)
+    return loss.detach(), outputs
+
+
+def train(cfg: DictConfig) -> Path:
+    """Train BYOL as configured; returns the run directory (see DESIGN §4 for its layout)."""
+    modality = get_modality(cfg.modality)
+    device = resolve_device(cfg.device)
+    run_dir = Path(cfg.run.dir) if cfg.run.dir else None
+    if cfg.resume == "auto" and run_dir is None:
+        run_dir = latest_run_dir(cfg.modality)
+    run_dir = run_dir or default_run_dir(cfg.modality)
+    cfg = cfg.copy()
+    cfg.run.dir = str(run_dir)
+    checkpoint_path = run_dir / "checkpoints" / "last.pt"
+    resume_from = None
+    if cfg.resume == "auto" and checkpoint_path.exists():
+        resume_from = checkpoint_path
+    elif cfg.resume not in (None, "auto"):
+        resume_from = Path(cfg.resume)
+    state = load_checkpoint(resume_from, cfg.modality) if resume_from else None
+
+    torch.manual_seed(cfg.seed)
+    dataset = build_dataset(cfg, "train")
+    batch_size = cfg.data.batch_size
+    if len(dataset) < batch_size:
+        raise DataError(f"The training set has {len(dataset)} items, fewer than data.batch_size={batch_size}. "
+                        f"Lower data.batch_size or add data.")
+    info = dataset.info
+    steps_per_epoch = len(dataset) // batch_size
+    total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * steps_per_epoch
+    warmup_steps = min(round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps)
+    base_lr = cfg.optim.lr * batch_size / 256
+
+    encoder = build_encoder(cfg.modality, cfg.encoder, info)
+    model = build_model(cfg, encoder).to(device)
+    if modality.channels_last:  # faster convolutions on CUDA and on CPU (oneDNN) alike
+        model = model.to(memory_format=torch.channels_last)
+    views = build_views(cfg.modality, to_container(cfg.augment)["view1"], to_container(cfg.augment)["view2"]).to(device)
+    optimizer = build_optimizer(cfg.optim.name, model, base_lr, cfg.optim.weight_decay,
+                                cfg.optim.momentum, cfg.optim.trust_coefficient)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        views.load_state_dict(state["views"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        generator.set_state(state["rng"]["augment"])
+        step = state["step"]
+        log.info("resuming %s from step %d of %d", run_dir, step, total_steps)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    metrics = MetricsLog(run_dir / "metrics.jsonl", step if state is not None else None)
+    forward_model = torch.compile(model) if cfg.trainer.compile else model
+    autocast = autocast_context(cfg, device)
+    save = partial(save_checkpoint, checkpoint_path, cfg)
+    log.info("training %s/%s on %s: %d items, %d steps of %d (%d per epoch) → %s",
+             cfg.modality, cfg.data.name, device, len(dataset), total_steps, batch_size, steps_per_epoch, run_dir)
+
+    skipped_total, interval_loss, interval_samples, interval_steps = 0, 0.0, 0, 0
+    interval_start = time.perf_counter()
+    collapse_warnings = 0
+    bar = tqdm(total=total_steps, initial=step, disable=not cfg.trainer.progress, desc="mmbyol",
+               dynamic_ncols=True, mininterval=1.0)
+    with InterruptFlag() as interrupt, logging_redirect_tqdm(loggers=[log]):
+        while step < total_steps:
+            epoch, start = divmod(step, steps_per_epoch)
+            loader = make_loader(dataset, modality, cfg, epoch, start, device)
+            for inputs, _labels, skipped in loader:
+                if skipped:
+                    skipped_total += skipped
+                    log.warning("skipped %d unreadable item(s) at step %d (%d so far)", skipped, step, skipped_total)
+                lr = lr_schedule(step, total_steps, base_lr, warmup_steps)
+                tau = tau_schedule(step, total_steps, cfg.model.tau_base)
+                if inputs is None:
+                    step += 1
+                    continue
+                batch = modality.prepare(inputs, device)
+                loss, outputs = train_step(forward_model, views, batch, generator, optimizer, lr, tau, autocast)
+                loss_value = float(loss)
+                step += 1
+                if not math.isfinite(loss_value):
+                    kept = f"the last good checkpoint is {checkpoint_path}" if checkpoint_path.exists() else "no checkpoint was written yet"
+                    raise TrainingDiverged(
+                        f"The loss became {loss_value} at step {step} (epoch {epoch}); the run is stopped and "
+                        f"{kept}. Lower optim.lr (now {cfg.optim.lr}) or use trainer.precision=fp32, then "
+                        f"continue with: mmbyol train run.dir={run_dir} resume=auto optim.lr=..."
+                    )
+                interval_loss += loss_value
+                interval_samples += len(_labels)
+                interval_steps += 1
+                bar.update(1)
+                if step % cfg.trainer.log_every == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - interval_start
+                    record = {
+                        "step": step, "epoch": epoch, "loss": interval_loss / interval_steps, "tau": tau, "lr": lr,
+                        "z_std": projection_std(outputs["z"]), "rank": effective_rank(outputs["h"]),
+                        "samples_per_s": interval_samples / max(elapsed, 1e-9), "skipped": skipped_total,
+                    }
+                    metrics.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", tau=f"{tau:.4f}", lr=f"{lr:.3g}",
+                                    rate=f"{record['samples_per_s']:.0f}/s", refresh=False)
+                    if collapsed(record["z_std"], record["rank"], outputs["z"].shape[1]):
+                        if collapse_warnings % 20 == 0:
+                            log.warning(
+                                "COLLAPSE WARNING at step %d: the projections are nearly constant (z_std %.4f, "
+                                "healthy ≈ %.4f; effective rank %.1f). The representation is degenerating: check "
+                                "the augmentations, raise model.tau_base, or lower optim.lr.",
+                                step, record["z_std"], 1 / math.sqrt(outputs["z"].shape[1]), record["rank"])
+                        collapse_warnings += 1
+                    interval_loss, interval_samples, interval_steps = 0.0, 0, 0
+                    interval_start = time.perf_counter()
+                end_of_epoch = step % steps_per_epoch == 0
+                if step % cfg.trainer.checkpoint_every == 0 or end_of_epoch or step == total_steps or interrupt.requested:
+                    save(step, model, optimizer, views, generator, info)
+                if interrupt.requested:
+                    bar.close()
+                    log.warning("interrupted at step %d; checkpoint saved to %s. Continue with: "
+                                "mmbyol train run.dir=%s resume=auto", step, checkpoint_path, run_dir)
+                    raise KeyboardInterrupt
+                if step >= total_steps:
+                    break
+    bar.close()
+    export_encoder(run_dir / "encoder.safetensors", cfg, model.online_encoder, info, step)
+    if skipped_total:
+        log.warning("%d unreadable item(s) were skipped in total", skipped_total)
+    log.info("done: %d steps; encoder exported to %s", step, run_dir / "encoder.safetensors")
+    return run_dir
