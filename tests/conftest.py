@@ -1,0 +1,39 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmbyol.modalities.image import FASHION_MNIST_ROOT
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small and fast: a tiny encoder head, few steps, a subset of Fashion-MNIST.
+TINY = [
+    "data.limit=256", "data.batch_size=64", "trainer.max_steps=6", "trainer.progress=false",
+    "trainer.checkpoint_every=2", "trainer.log_every=2", "model.hidden_dim=64", "model.projection_dim=32",
+    "optim.warmup_epochs=0", "device=cpu",
+]
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> str:
+    if not Path(FASHION_MNIST_ROOT, "train-images-idx3-ubyte.gz").exists():
+        pytest.fail("Fashion-MNIST is missing: `make test` installs it (apt-get install dataset-fashion-mnist).")
+    return FASHION_MNIST_ROOT
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True):
+    """``python -m mmbyol ARGS`` in a subprocess, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "mmbyol", *args], cwd=cwd, capture_output=True, text=True,
+                            env={**os.environ, **(env or {})}, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"mmbyol {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
+    return result

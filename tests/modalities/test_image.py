@@ -1,0 +1,140 @@
+import pytest
+import torch
+
+from mmbyol.augment import build_augmentation
+from mmbyol.registry import AUGMENTATIONS
+
+IMAGE_AUGMENTATIONS = ["random_resized_crop", "horizontal_flip", "color_jitter", "grayscale", "gaussian_blur", "solarize"]
+
+
+def batch(n=32, channels=3, size=24, seed=0):
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_paper_augmentations_are_registered():
+    assert set(IMAGE_AUGMENTATIONS) <= set(AUGMENTATIONS.names("image"))
+
+
+@pytest.mark.parametrize("name", IMAGE_AUGMENTATIONS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_p_zero_is_the_identity(name, channels):
+    x = batch(channels=channels)
+    out = build_augmentation("image", {"name": name, "p": 0.0})(x, torch.Generator().manual_seed(0))
+    assert torch.equal(out, x)
+
+
+@pytest.mark.parametrize("name", IMAGE_AUGMENTATIONS)
+def test_p_one_always_applies(name):
+    x = batch(channels=3)
+    # σ = 0.1 on a 3-pixel kernel is (rightly) no blur at all: test with a visible σ.
+    options = {"sigma": [1.0, 2.0]} if name == "gaussian_blur" else {}
+    out = build_augmentation("image", {"name": name, "p": 1.0, **options})(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    changed = (out - x).abs().flatten(1).amax(dim=1) > 1e-4
+    assert changed.all(), f"{name} left {int((~changed).sum())} samples unchanged"
+    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("name", ["random_resized_crop", "color_jitter", "gaussian_blur"])
+def test_two_samples_get_different_random_parameters(name):
+    x = batch(n=1).expand(16, -1, -1, -1).contiguous()  # sixteen copies of one image
+    out = build_augmentation("image", {"name": name, "p": 1.0})(x, torch.Generator().manual_seed(0))
+    distinct = {tuple(row.flatten()[:64].round(decimals=4).tolist()) for row in out}
+    assert len(distinct) == 16
+
+
+def test_a_fixed_seed_reproduces_the_views():
+    from mmbyol.augment import build_views
+    from mmbyol.config import load_config, to_container
+
+    augment = to_container(load_config([]).augment)
+    x = batch(channels=1, size=28)
+    outs = []
+    for _ in range(2):
+        views = build_views("image", augment["view1"], augment["view2"])
+        outs.append(views(x, torch.Generator().manual_seed(7)))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
+    other = build_views("image", augment["view1"], augment["view2"])(x, torch.Generator().manual_seed(8))
+    assert not torch.equal(outs[0][0], other[0])
+
+
+def test_one_channel_images_skip_saturation_and_hue_and_grayscale_is_identity():
+    x = batch(channels=1)
+    gray = build_augmentation("image", {"name": "grayscale", "p": 1.0})(x, torch.Generator())
+    assert torch.equal(gray, x)
+    only_hue = build_augmentation("image", {"name": "color_jitter", "brightness": 0, "contrast": 0,
+                                            "saturation": 0.5, "hue": 0.5, "p": 1.0})
+    assert torch.allclose(only_hue(x, torch.Generator()), x)
+
+
+def test_horizontal_flip_mirrors():
+    x = batch(n=4)
+    out = build_augmentation("image", {"name": "horizontal_flip", "p": 1.0})(x, torch.Generator())
+    assert torch.equal(out, x.flip(-1))
+
+
+def test_solarize_inverts_pixels_above_threshold():
+    x = torch.tensor([0.1, 0.49, 0.5, 0.9]).view(1, 1, 1, 4)
+    out = build_augmentation("image", {"name": "solarize", "threshold": 0.5, "p": 1.0})(x, torch.Generator())
+    assert torch.allclose(out.flatten(), torch.tensor([0.1, 0.49, 0.5, 0.1]))
+
+
+def test_crop_with_full_scale_and_square_ratio_is_the_whole_image():
+    x = batch(n=4, size=16)
+    crop = build_augmentation("image", {"name": "random_resized_crop", "scale": [1.0, 1.0], "ratio": [1.0, 1.0]})
+    assert torch.allclose(crop(x, torch.Generator()), x, atol=1e-5)
+
+
+def test_blur_keeps_brightness_of_a_flat_image():
+    x = torch.full((3, 3, 20, 20), 0.3)
+    out = build_augmentation("image", {"name": "gaussian_blur", "p": 1.0})(x, torch.Generator())
+    assert torch.allclose(out, x, atol=1e-6)
+
+
+def test_encoders_map_images_to_features():
+    from mmbyol.modalities.base import build_encoder
+
+    info = {"channels": 1, "size": 28, "mean": [0.3], "std": [0.35]}
+    for name, dim in [("small_cnn", 128), ("resnet18", 512)]:
+        encoder = build_encoder("image", {"name": name}, info)
+        assert encoder.out_dim == dim
+        assert encoder(torch.rand(2, 1, 28, 28)).shape == (2, dim)
+
+
+def test_fashion_mnist_reads_the_idx_files(fashion_mnist):
+    from mmbyol.config import load_config
+    from mmbyol.modalities.base import build_dataset
+
+    cfg = load_config([])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert (len(train), len(test)) == (60000, 10000)
+    image, label = train[0]
+    assert image.shape == (1, 28, 28) and image.dtype == torch.uint8 and 0 <= label < 10
+    assert len(train.classes) == 10 and train.info["channels"] == 1
+
+
+def test_missing_fashion_mnist_names_the_package(tmp_path):
+    from mmbyol.config import load_config
+    from mmbyol.errors import DataError
+    from mmbyol.modalities.base import build_dataset
+
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        build_dataset(load_config([f"data.root={tmp_path}"]), "train")
+
+
+def test_image_folder_skips_unreadable_files(tmp_path):
+    from PIL import Image
+
+    from mmbyol.config import load_config
+    from mmbyol.modalities.base import build_dataset, collate_items
+    from mmbyol.modalities.image import collate_images
+
+    for cls in ("cat", "dog"):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "train" / cls / "a.png")
+    (tmp_path / "train" / "dog" / "broken.jpg").write_bytes(b"not an image")
+    cfg = load_config(["data.name=image-folder", f"data.root={tmp_path}", "data.image_size=16"])
+    dataset = build_dataset(cfg, "train")
+    assert dataset.classes == ["cat", "dog"] and len(dataset) == 3
+    x, labels, skipped = collate_items([dataset[i] for i in range(3)], collate_images)
+    assert x.shape == (2, 3, 16, 16) and skipped == 1 and labels.tolist() == [0, 1]

@@ -1,0 +1,56 @@
+import pytest
+
+from mmbyol.config import load_config
+from mmbyol.errors import ConfigError
+
+
+def test_modality_file_composes_over_base():
+    cfg = load_config([])
+    assert cfg.modality == "image" and cfg.data.name == "fashion-mnist" and cfg.encoder.name == "small_cnn"
+    assert cfg.optim.weight_decay == 1.5e-6  # from base.yaml
+    assert [a["name"] for a in cfg.augment.view1][0] == "random_resized_crop"
+
+
+def test_overrides_refine_with_types_and_yaml_flow_lists():
+    cfg = load_config(["trainer.epochs=3", "optim.lr=0.5", "encoder.cifar_stem=true",
+                       "augment.view2=[{name: solarize, p: 0.5}]"])
+    assert cfg.trainer.epochs == 3 and cfg.optim.lr == 0.5 and cfg.encoder.cifar_stem is True
+    assert list(cfg.augment.view2) == [{"name": "solarize", "p": 0.5}]
+
+
+def test_a_typo_names_the_key_and_the_closest_valid_one():
+    with pytest.raises(ConfigError, match=r"Unknown config key 'trainer.epoch'.*Did you mean 'trainer.epochs'"):
+        load_config(["trainer.epoch=3"])
+
+
+def test_a_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"'data.batch_size'.*abc"):
+        load_config(["data.batch_size=abc"])
+
+
+def test_a_bad_choice_lists_the_choices():
+    with pytest.raises(ConfigError, match="optim.name='lasr'.*Did you mean 'lars'"):
+        load_config(["optim.name=lasr"])
+
+
+def test_malformed_override_explains_the_syntax():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(["trainer.epochs"])
+
+
+def test_unknown_modality_lists_the_available_ones():
+    with pytest.raises(ConfigError, match="Unknown modality 'imag'.*Did you mean 'image'"):
+        load_config(["modality=imag"])
+
+
+def test_missing_plugin_module_says_what_to_install():
+    with pytest.raises(ConfigError, match="Cannot import plugin module 'no_such_plugin'"):
+        load_config(["plugins=[no_such_plugin]"])
+
+
+def test_saved_config_is_the_base_for_resume():
+    saved = load_config(["trainer.epochs=2"])
+    from mmbyol.config import to_container
+
+    cfg = load_config(["optim.lr=0.1"], base=to_container(saved))
+    assert cfg.trainer.epochs == 2 and cfg.optim.lr == 0.1

@@ -1,0 +1,49 @@
+import torch
+from torch import nn
+
+from mmbyol.optim import LARS, build_optimizer, param_groups
+
+
+def model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+
+
+def test_param_groups_exclude_biases_and_norm_parameters():
+    m = model()
+    decayed, excluded = param_groups(m, 0.1)
+    assert [p.shape for p in decayed["params"]] == [torch.Size([3, 4])]
+    assert len(excluded["params"]) == 3  # linear bias, BN weight, BN bias
+    assert excluded["weight_decay"] == 0.0 and excluded["lars_exclude"]
+
+
+def test_lars_adapts_weights_and_leaves_bias_and_norm_plain():
+    m = model()
+    optimizer = LARS(param_groups(m, weight_decay=0.5), lr=0.1, momentum=0.9, trust_coefficient=0.001)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    for p in m.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    for name, p in m.named_parameters():
+        w0, g = before[name], torch.ones_like(p)
+        if p.ndim > 1:  # weight decay, then the trust ratio
+            update = g + 0.5 * w0
+            update = update * 0.001 * w0.norm() / update.norm()
+        else:  # no decay, no adaptation
+            update = g
+        assert torch.allclose(p, w0 - 0.1 * update, atol=1e-7), name
+
+
+def test_lars_momentum_accumulates():
+    p = nn.Parameter(torch.zeros(3))
+    optimizer = LARS([{"params": [p], "lars_exclude": True, "weight_decay": 0.0}], lr=1.0, momentum=0.9)
+    for _ in range(2):
+        p.grad = torch.ones(3)
+        optimizer.step()
+    assert torch.allclose(p, torch.full((3,), -(1 + 1.9)))
+
+
+def test_adamw_and_sgd_also_exclude_biases_from_decay():
+    for name in ("adamw", "sgd"):
+        optimizer = build_optimizer(name, model(), lr=0.1, weight_decay=0.3)
+        assert [g["weight_decay"] for g in optimizer.param_groups] == [0.3, 0.0]

@@ -1,0 +1,29 @@
+import pytest
+
+from mmbyol import list_names, register_augmentation
+from mmbyol.augment import Augmentation
+from mmbyol.errors import ConfigError
+from mmbyol.registry import AUGMENTATIONS, ENCODERS
+
+
+def test_builtin_names_are_listed():
+    assert "image" in list_names("modalities")
+    assert {"small_cnn", "resnet18", "resnet50"} <= set(list_names("encoders", "image"))
+    assert {"fashion-mnist", "cifar10", "image-folder"} <= set(list_names("datasets", "image"))
+
+
+def test_decorator_registers_and_duplicates_are_refused():
+    @register_augmentation("image", "test_identity")
+    class Identity(Augmentation):
+        def apply(self, x, generator):
+            return x
+
+    assert AUGMENTATIONS.get("image", "test_identity") is Identity
+    with pytest.raises(ValueError, match="already registered"):
+        register_augmentation("image", "test_identity")(type("Other", (Augmentation,), {}))
+
+
+def test_unknown_name_lists_available_and_suggests():
+    with pytest.raises(ConfigError) as error:
+        ENCODERS.get("image", "resnet81")
+    assert "Did you mean 'resnet18'" in str(error.value) and "small_cnn" in str(error.value)

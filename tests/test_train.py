@@ -1,0 +1,108 @@
+import os
+import signal
+
+import importlib
+
+import pytest
+import torch
+
+from mmbyol.config import load_config
+from mmbyol.errors import CheckpointError, TrainingDiverged
+from mmbyol.train import load_checkpoint, train
+
+from .conftest import TINY
+
+train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
+
+
+def config(tmp_path, name, *extra):
+    return load_config([*TINY, f"run.dir={tmp_path / name}", *extra])
+
+
+def test_run_directory_layout(tmp_path, fashion_mnist):
+    run = train(config(tmp_path, "run"))
+    assert (run / "config.yaml").exists() and (run / "encoder.safetensors").exists()
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["step"] == 6
+    assert {"model", "optimizer", "scaler", "views", "rng", "config", "step"} <= set(state)
+    import json
+
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [2, 4, 6]
+    assert {"step", "epoch", "loss", "tau", "lr", "z_std", "rank", "samples_per_s"} <= set(lines[0])
+    from mmbyol.schedules import tau_schedule
+
+    assert lines[-1]["tau"] == pytest.approx(tau_schedule(5, 6, 0.99))  # the τ of the last step, k = K − 1
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_resume_after_half_the_steps_equals_straight_training(tmp_path, fashion_mnist, monkeypatch):
+    straight = train(config(tmp_path, "straight"))
+
+    original, calls = train_module.train_step, []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C during step 3: the loop finishes the step, saves, stops
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path, "resumed"))
+    half = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert half["step"] == 3
+    monkeypatch.setattr(train_module, "train_step", original)
+    train(config(tmp_path, "resumed", "resume=auto"))
+
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert torch.equal(a["rng"]["augment"], b["rng"]["augment"])
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, fashion_mnist, monkeypatch):
+    original, calls = train_module.train_step, []
+
+    def step_that_diverges(*args, **kwargs):
+        loss, outputs = original(*args, **kwargs)
+        calls.append(1)
+        return (torch.tensor(float("nan")) if len(calls) == 5 else loss), outputs
+
+    monkeypatch.setattr(train_module, "train_step", step_that_diverges)
+    with pytest.raises(TrainingDiverged, match="at step 5.*last good checkpoint"):
+        train(config(tmp_path, "nan"))
+    assert load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")["step"] == 4
+
+
+def test_corrupted_checkpoint_is_refused_with_advice(tmp_path, fashion_mnist):
+    path = tmp_path / "bad" / "checkpoints" / "last.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x80\x02 truncated")
+    with pytest.raises(CheckpointError, match="truncated, corrupted.*Delete it"):
+        train(config(tmp_path, "bad", "resume=auto"))
+
+
+class Payload:
+    pass
+
+
+def test_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="never pickled code"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_of_another_modality_is_refused(tmp_path, fashion_mnist):
+    run = train(config(tmp_path, "img"))
+    with pytest.raises(CheckpointError, match="image run, but this run is audio"):
+        load_checkpoint(run / "checkpoints" / "last.pt", modality="audio")
+
+
+def test_infonce_objective_trains(tmp_path, fashion_mnist):
+    run = train(config(tmp_path, "infonce", "objective=infonce"))
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert not any(k.startswith("target") for k in state["model"])
