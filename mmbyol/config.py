@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -21,13 +21,13 @@ from .registry import MODALITIES, import_plugins
 
 @dataclass
 class RunConfig:
-    dir: Optional[str] = None  # default: runs/<modality>-<date>-<time>
+    dir: str | None = None  # default: runs/<modality>-<date>-<time>
 
 
 @dataclass
 class TrainerConfig:
     epochs: int = 10
-    max_steps: Optional[int] = None  # when set, the run (and every schedule) is this many steps
+    max_steps: int | None = None  # when set, the run (and every schedule) is this many steps
     log_every: int = 10  # steps between lines of metrics.jsonl
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end of every epoch)
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
@@ -58,9 +58,9 @@ class DataConfig:
     """The keys every data set understands; a modality extends this with its own."""
 
     name: str = "???"
-    root: Optional[str] = None
+    root: str | None = None
     batch_size: int = 256
-    limit: Optional[int] = None  # use only the first N training items
+    limit: int | None = None  # use only the first N training items
     num_workers: int = 0
 
 
@@ -73,11 +73,11 @@ class AugmentConfig:
 @dataclass
 class EvalConfig:
     init: str = "trained"  # trained | random (an untrained encoder of the same config)
-    labels_per_class: Optional[int] = None  # also probe with only N labels per class
+    labels_per_class: int | None = None  # also probe with only N labels per class
     knn_k: int = 200
     knn_temperature: float = 0.1
     batch_size: int = 512
-    test_limit: Optional[int] = None  # use only the first N test items
+    test_limit: int | None = None  # use only the first N test items
     seed: int = 0
 
 
@@ -87,7 +87,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     objective: str = "byol"  # byol | infonce
-    resume: Optional[str] = None  # auto | PATH to a checkpoint
+    resume: str | None = None  # auto | PATH to a checkpoint
     plugins: list[str] = field(default_factory=list)
     run: RunConfig = field(default_factory=RunConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -121,17 +121,23 @@ def load_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"Config file {path} is not valid YAML: {error}") from error
 
 
-def parse_overrides(overrides: Sequence[str]) -> DictConfig:
+def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
+    """``key=value`` items as (key, value); values are YAML (``[a, b]``, ``{name: x}``, ``null``),
+    keys are dotted paths that may index lists (``augment.view1.0.scale=[0.2, 1.0]``)."""
+    parsed = []
     for item in overrides:
         if not re.match(r"^[A-Za-z_][\w.]*=", item):
             raise ConfigError(
                 f"Cannot read {item!r}: overrides are key=value, e.g. trainer.epochs=5 or "
                 f"'augment.view2=[{{name: solarize, p: 0.2}}]'. `mmbyol config` shows every key."
             )
-    try:
-        return OmegaConf.from_dotlist(list(overrides))
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"Cannot parse the overrides {list(overrides)}: {error}") from error
+        key, _, text = item.partition("=")
+        try:
+            value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]))["value"]
+        except Exception as error:
+            raise ConfigError(f"Cannot parse the value of {item!r}: {str(error).splitlines()[0]}") from None
+        parsed.append((key, value))
+    return parsed
 
 
 def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> DictConfig:
@@ -140,27 +146,31 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
     ``base`` is a saved config (a run's ``config.yaml``) that overrides refine, for resume and
     eval; when it is given, the YAML files are not read again.
     """
-    dotlist = parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
+    given = dict(parsed)
     layers: list[Any] = []
     if base is None:
         layers.append(load_yaml(config_dir() / "base.yaml"))
     else:
         layers.append(OmegaConf.create(dict(base)))
-    modality_name = dotlist.get("modality") or layers[0].get("modality") or Config.modality
-    import_plugins([*layers[0].get("plugins", []), *dotlist.get("plugins", [])])
+    modality_name = given.get("modality") or layers[0].get("modality") or Config.modality
+    import_plugins([*layers[0].get("plugins", []), *(given.get("plugins") or [])])
     modality = MODALITIES.get("", modality_name)
 
-    schema = OmegaConf.structured(Config)
-    schema = _merge(schema, {"data": OmegaConf.structured(modality.data_config)})
+    cfg = _merge(OmegaConf.structured(Config), {"data": OmegaConf.structured(modality.data_config)})
     if base is None:
         modality_file = config_dir() / "modality" / f"{modality_name}.yaml"
         if modality_file.exists():
             layers.append(load_yaml(modality_file))
         elif modality.config_file is not None:
             layers.append(load_yaml(modality.config_file))
-    cfg = schema
-    for layer in [*layers, dotlist]:
+    for layer in layers:
         cfg = _merge(cfg, layer)
+    for key, value in parsed:
+        try:
+            OmegaConf.update(cfg, key, value, merge=True)
+        except (OmegaConfBaseException, TypeError, ValueError) as error:
+            raise ConfigError(_explain(cfg, error, key)) from None
     cfg.modality = modality_name
     validate(cfg)
     return cfg
@@ -169,15 +179,15 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
 def _merge(cfg: DictConfig, layer: Any) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, layer)
-    except OmegaConfBaseException as error:
+    except (OmegaConfBaseException, TypeError, ValueError) as error:
         raise ConfigError(_explain(cfg, error)) from None
 
 
-def _explain(cfg: DictConfig, error: OmegaConfBaseException) -> str:
-    key = getattr(error, "full_key", None) or "?"
+def _explain(cfg: DictConfig, error: Exception, key: str | None = None) -> str:
+    key = getattr(error, "full_key", None) or key or "?"
     parent_key, _, leaf = key.rpartition(".")
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-    if "not in" in str(error) or type(error).__name__ == "ConfigKeyError":
+    if "not in" in str(error) or type(error).__name__ in ("ConfigKeyError", "ConfigAttributeError"):
         valid = list(parent.keys()) if isinstance(parent, DictConfig) else []
         close = difflib.get_close_matches(leaf, valid, n=1)
         hint = f" Did you mean {'.'.join(filter(None, [parent_key, close[0]]))!r}?" if close else ""

@@ -1,7 +1,6 @@
+import importlib
 import os
 import signal
-
-import importlib
 
 import pytest
 import torch

@@ -8,7 +8,6 @@ import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -239,7 +238,7 @@ def small_cnn(info: dict) -> ImageEncoder:
     return ImageEncoder(info, body, 128)
 
 
-def _resnet(arch: str, info: dict, cifar_stem: Optional[bool]) -> ImageEncoder:
+def _resnet(arch: str, info: dict, cifar_stem: bool | None) -> ImageEncoder:
     net = getattr(torchvision.models, arch)(weights=None)
     if cifar_stem is None:
         cifar_stem = info["size"] <= 64
@@ -254,13 +253,13 @@ def _resnet(arch: str, info: dict, cifar_stem: Optional[bool]) -> ImageEncoder:
 
 
 @register_encoder("image", "resnet18")
-def resnet18(info: dict, cifar_stem: Optional[bool] = None) -> ImageEncoder:
+def resnet18(info: dict, cifar_stem: bool | None = None) -> ImageEncoder:
     """torchvision ResNet-18 (512-d); ``cifar_stem`` defaults to on for images of 64 px or less."""
     return _resnet("resnet18", info, cifar_stem)
 
 
 @register_encoder("image", "resnet50")
-def resnet50(info: dict, cifar_stem: Optional[bool] = None) -> ImageEncoder:
+def resnet50(info: dict, cifar_stem: bool | None = None) -> ImageEncoder:
     """torchvision ResNet-50 (2048-d); ``cifar_stem`` defaults to on for images of 64 px or less."""
     return _resnet("resnet50", info, cifar_stem)
 
@@ -288,7 +287,7 @@ class RandomResizedCrop(Augmentation):
     whole image when none fits. One bilinear ``grid_sample`` for the whole batch."""
 
     def __init__(self, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 size: Optional[int] = None, p: float = 1.0):
+                 size: int | None = None, p: float = 1.0):
         super().__init__(p)
         self.scale, self.ratio, self.size = tuple(scale), tuple(ratio), size
 

@@ -1,0 +1,91 @@
+"""End to end through the command line, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from .conftest import REPO, TINY, run_cli
+
+
+@pytest.mark.slow
+def test_train_then_eval_end_to_end(tmp_path, fashion_mnist):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", *TINY, f"run.dir={run_dir}")
+    assert result.stdout.strip() == str(run_dir)
+    result = run_cli("eval", str(run_dir), "eval.test_limit=500", "eval.labels_per_class=5")
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert {"linear_acc", "knn_acc", "linear_acc_5"} <= set(metrics)
+    assert 0.4 < metrics["linear_acc"] <= 1.0  # ten classes: far above chance even after 6 steps
+    saved = json.loads((run_dir / "eval.json").read_text())
+    assert saved["linear_acc"] == metrics["linear_acc"] and "protocol" in saved
+
+    random = json.loads(run_cli("eval", str(run_dir), "init=random", "eval.test_limit=500").stdout.splitlines()[-1])
+    assert random["init"] == "random" and (run_dir / "eval-random.json").exists()
+
+    from mmbyol import load_encoder
+
+    encoder = load_encoder(run_dir)
+    assert encoder(torch.rand(3, 1, 28, 28)).shape == (3, 128)
+
+
+def test_resume_auto_on_a_finished_run_trains_no_more(tmp_path, fashion_mnist):
+    run_dir = tmp_path / "run"
+    run_cli("train", *TINY, f"run.dir={run_dir}")
+    lines = (run_dir / "metrics.jsonl").read_text()
+    result = run_cli("train", f"run.dir={run_dir}", "resume=auto", "trainer.progress=false")
+    assert "resuming" in result.stderr and (run_dir / "metrics.jsonl").read_text() == lines
+
+
+def test_views_writes_a_picture(tmp_path, fashion_mnist):
+    out = tmp_path / "views.png"
+    run_cli("views", f"out={out}", "n=6", "device=cpu")
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.width > 6 * 28 and image.height > 3 * 28
+
+
+def test_list_and_config_print_the_registered_names_and_the_yaml():
+    listing = run_cli("list").stdout
+    assert "modality image" in listing and "random_resized_crop" in listing and "fashion-mnist" in listing
+    yaml = run_cli("config", "trainer.epochs=3").stdout
+    assert "epochs: 3" in yaml and "name: small_cnn" in yaml
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "trainer.epoch=3"], "Did you mean 'trainer.epochs'"),
+    (["train", "data.root=/nonexistent"], "apt-get install dataset-fashion-mnist"),
+    (["train", "augment.view1=[{name: cutoot}]"], "Unknown augmentation 'cutoot'"),
+    (["eval", "/nonexistent-run"], "not a run directory"),
+])
+def test_bad_input_is_one_paragraph_not_a_traceback(args, message):
+    result = run_cli(*args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("mmbyol: error:") == 1
+
+
+def test_corrupted_checkpoint_through_the_cli(tmp_path, fashion_mnist):
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"PK\x03\x04 torn")
+    result = run_cli("train", *TINY, f"run.dir={tmp_path / 'run'}", "resume=auto", check=False)
+    assert result.returncode == 2 and "cannot be loaded" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_custom_augmentation_plugin_installs_and_trains_by_name(tmp_path, fashion_mnist):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(REPO / "examples" / "custom_augmentation")],
+                   check=True, capture_output=True, timeout=300)
+    env = {"PYTHONPATH": str(target)}
+    assert "cutout [mmbyol-cutout]" in run_cli("list", env=env).stdout
+    view = "augment.view2=[{name: random_resized_crop}, {name: cutout, p: 1.0, size: 0.4}]"
+    run_dir = tmp_path / "run"
+    run_cli("train", *TINY, f"run.dir={run_dir}", view, env=env)
+    assert (run_dir / "encoder.safetensors").exists()
+    assert "cutout" in (run_dir / "config.yaml").read_text()

@@ -1,0 +1,46 @@
+import torch
+
+from mmbyol.evaluate import few_labels, knn_accuracy, linear_probe
+
+
+def blobs(n_per_class=50, classes=4, dim=8, spread=0.3, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=generator) * 3
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[labels] + spread * torch.randn(len(labels), dim, generator=generator), labels
+
+
+def test_linear_probe_separates_separable_classes():
+    x, y = blobs()
+    tx, ty = blobs(seed=1)
+    accuracy, l2 = linear_probe(x, y, tx, ty, num_classes=4)
+    assert accuracy == 1.0 and l2 > 0
+
+
+def test_linear_probe_is_at_chance_on_noise():
+    generator = torch.Generator().manual_seed(0)
+    x, tx = torch.randn(400, 16, generator=generator), torch.randn(400, 16, generator=generator)
+    y, ty = torch.randint(0, 4, (400,), generator=generator), torch.randint(0, 4, (400,), generator=generator)
+    accuracy, _ = linear_probe(x, y, tx, ty, num_classes=4)
+    assert 0.15 < accuracy < 0.4
+
+
+def test_knn_finds_the_neighbours_class():
+    x, y = blobs()
+    tx, ty = blobs(seed=2)
+    assert knn_accuracy(x, y, tx, ty, num_classes=4, k=20) == 1.0
+
+
+def test_knn_weights_votes_by_similarity():
+    train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    train_y = torch.tensor([0, 1, 1])
+    # The query is nearly identical to the single class-0 example: its weight beats two far votes.
+    assert knn_accuracy(train_x, train_y, torch.tensor([[1.0, 0.05]]), torch.tensor([0]), 2, k=3, temperature=0.1) == 1.0
+
+
+def test_few_labels_is_balanced_and_deterministic():
+    y = torch.arange(5).repeat(40)
+    chosen = few_labels(y, 3, seed=0)
+    assert torch.equal(chosen, few_labels(y, 3, seed=0))
+    assert torch.bincount(y[chosen]).tolist() == [3] * 5
+    assert not torch.equal(chosen, few_labels(y, 3, seed=1))
