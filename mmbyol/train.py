@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -291,7 +292,7 @@ def train(cfg: DictConfig) -> Path:
     if cfg.resume == "auto" and run_dir is None:
         run_dir = latest_run_dir(cfg.modality)
     run_dir = run_dir or default_run_dir(cfg.modality)
-    cfg = cfg.copy()
+    cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
     cfg.run.dir = str(run_dir)
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
     resume_from = None
@@ -351,7 +352,7 @@ def train(cfg: DictConfig) -> Path:
         while step < total_steps:
             epoch, start = divmod(step, steps_per_epoch)
             loader = make_loader(dataset, modality, cfg, epoch, start, device)
-            for inputs, _labels, skipped in loader:
+            for inputs, labels, skipped in loader:
                 if skipped:
                     skipped_total += skipped
                     log.warning("skipped %d unreadable item(s) at step %d (%d so far)", skipped, step, skipped_total)
@@ -372,7 +373,7 @@ def train(cfg: DictConfig) -> Path:
                         f"continue with: mmbyol train run.dir={run_dir} resume=auto optim.lr=..."
                     )
                 interval_loss += loss_value
-                interval_samples += len(_labels)
+                interval_samples += len(labels)
                 interval_steps += 1
                 bar.update(1)
                 if step % cfg.trainer.log_every == 0 or step == total_steps:

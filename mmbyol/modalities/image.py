@@ -284,7 +284,7 @@ def _per_sample(values: torch.Tensor) -> torch.Tensor:
 class RandomResizedCrop(Augmentation):
     """A crop of random area (fraction ``scale`` of the image) and aspect ratio (``ratio``),
     resized back to the input size (or ``size``), as torchvision's: ten tries per sample, the
-    whole image when none fits. One bilinear ``grid_sample`` for the whole batch."""
+    whole image when none fits. Bilinear resampling of the whole batch at once."""
 
     def __init__(self, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  size: int | None = None, p: float = 1.0):
@@ -306,14 +306,26 @@ class RandomResizedCrop(Augmentation):
         crop_h = torch.where(any_fit, crop_h.gather(1, first).squeeze(1), torch.ones(n, device=x.device))
         left = torch.rand(n, generator=generator, device=x.device) * (1 - crop_w)
         top = torch.rand(n, generator=generator, device=x.device) * (1 - crop_h)
-        theta = torch.zeros(n, 2, 3, device=x.device)
-        theta[:, 0, 0] = crop_w
-        theta[:, 0, 2] = 2 * left + crop_w - 1
-        theta[:, 1, 1] = crop_h
-        theta[:, 1, 2] = 2 * top + crop_h - 1
-        out_size = self.size or height, self.size or width
-        grid = F.affine_grid(theta, [n, x.shape[1], *out_size], align_corners=False)
-        return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+        out_height, out_width = self.size or height, self.size or width
+        rows = _interpolation_matrix(top, crop_h, height, out_height)
+        cols = _interpolation_matrix(left, crop_w, width, out_width)
+        return rows.unsqueeze(1).to(x.dtype) @ (x @ cols.transpose(1, 2).unsqueeze(1).to(x.dtype))
+
+
+def _interpolation_matrix(start: torch.Tensor, length: torch.Tensor, size_in: int, size_out: int) -> torch.Tensor:
+    """Per-sample ``(size_out, size_in)`` matrices of 1-D bilinear resampling of the window
+    [start, start + length) (fractions of the side) to ``size_out`` pixels. Crops are
+    axis-aligned, so two batched matmuls do what ``grid_sample`` does (same values:
+    ``align_corners=False``, border padding), in about half the time on a CPU."""
+    centres = (torch.arange(size_out, device=start.device, dtype=start.dtype) + 0.5) / size_out
+    position = ((start[:, None] + length[:, None] * centres) * size_in - 0.5).clamp(0, size_in - 1)
+    low = position.floor()
+    weight_high = position - low
+    high = (low + 1).clamp(max=size_in - 1)
+    matrix = torch.zeros(len(start), size_out, size_in, device=start.device, dtype=start.dtype)
+    matrix.scatter_add_(2, low.long().unsqueeze(-1), (1 - weight_high).unsqueeze(-1))
+    matrix.scatter_add_(2, high.long().unsqueeze(-1), weight_high.unsqueeze(-1))
+    return matrix
 
 
 @register_augmentation("image", "horizontal_flip")

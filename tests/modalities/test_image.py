@@ -138,3 +138,21 @@ def test_image_folder_skips_unreadable_files(tmp_path):
     assert dataset.classes == ["cat", "dog"] and len(dataset) == 3
     x, labels, skipped = collate_items([dataset[i] for i in range(3)], collate_images)
     assert x.shape == (2, 3, 16, 16) and skipped == 1 and labels.tolist() == [0, 1]
+
+
+def test_crop_resampling_matches_grid_sample():
+    import torch.nn.functional as F
+
+    from mmbyol.modalities.image import _interpolation_matrix
+
+    n, x = 8, batch(n=8, channels=3, size=20)
+    g = torch.Generator().manual_seed(3)
+    left, top = torch.rand(n, generator=g) * 0.4, torch.rand(n, generator=g) * 0.4
+    width, height = 0.2 + torch.rand(n, generator=g) * 0.4, 0.2 + torch.rand(n, generator=g) * 0.4
+    ours = _interpolation_matrix(top, height, 20, 12).unsqueeze(1) @ (x @ _interpolation_matrix(left, width, 20, 12).transpose(1, 2).unsqueeze(1))
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = width, 2 * left + width - 1
+    theta[:, 1, 1], theta[:, 1, 2] = height, 2 * top + height - 1
+    grid = F.affine_grid(theta, [n, 3, 12, 12], align_corners=False)
+    reference = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(ours, reference, atol=1e-5)
