@@ -7,7 +7,8 @@ from mmbyol.errors import ConfigError
 def test_modality_file_composes_over_base():
     cfg = load_config([])
     assert cfg.modality == "image" and cfg.data.name == "fashion-mnist" and cfg.encoder.name == "small_cnn"
-    assert cfg.optim.weight_decay == 1.5e-6  # from base.yaml
+    assert cfg.optim.trust_coefficient == 1e-3 and cfg.trainer.checkpoint_every == 500  # from base.yaml
+    assert cfg.optim.name == "adamw"  # image.yaml refines base.yaml
     assert [a["name"] for a in cfg.augment.view1][0] == "random_resized_crop"
 
 

@@ -4,8 +4,8 @@ from mmbyol.evaluate import few_labels, knn_accuracy, linear_probe
 
 
 def blobs(n_per_class=50, classes=4, dim=8, spread=0.3, seed=0):
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(123)) * 3
     generator = torch.Generator().manual_seed(seed)
-    centres = torch.randn(classes, dim, generator=generator) * 3
     labels = torch.arange(classes).repeat_interleave(n_per_class)
     return centres[labels] + spread * torch.randn(len(labels), dim, generator=generator), labels
 
