@@ -27,7 +27,7 @@ data:
 # Resumes (or, when finished, just re-evaluates) a run already in $(DEMO_DIR).
 demo: setup data
 	$(BIN)/mmbyol train run.dir=$(DEMO_DIR) resume=auto
-	$(BIN)/mmbyol eval $(DEMO_DIR)
+	$(BIN)/mmbyol eval $(DEMO_DIR) eval.labels_per_class=10
 
 test: setup data
 	$(BIN)/python -m pytest -q
