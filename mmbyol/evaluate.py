@@ -31,7 +31,8 @@ L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # weight-decay choices for 
 
 
 def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The online encoder f_θ exported by a run, in eval mode: ``features = encoder(prepared_batch)``."""
+    """The online encoder f_θ exported by a run, in eval mode: ``features = encoder(prepared_batch)``.
+    Its ``metadata`` holds what the export recorded (modality, encoder config, data info, step)."""
     path = Path(run_dir) / "encoder.safetensors"
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: the run has not finished. Finish it with "
@@ -46,7 +47,13 @@ def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.
     import_plugins(meta.get("plugins", []))
     encoder = build_encoder(meta["modality"], meta["encoder"], meta["info"])
     encoder.load_state_dict(state)
-    if get_modality(meta["modality"]).channels_last:
+    encoder.metadata = meta
+    return for_inference(encoder, get_modality(meta["modality"]), device)
+
+
+def for_inference(encoder: nn.Module, modality: Modality, device: str | torch.device) -> nn.Module:
+    """The encoder on ``device`` in eval mode, channels-last where the modality wants it."""
+    if modality.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     return encoder.to(device).eval()
 
@@ -156,13 +163,11 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         test_set = torch.utils.data.Subset(test_set, range(min(cfg.eval.test_limit, len(test_set))))
     if cfg.eval.init == "random":
         torch.manual_seed(cfg.seed)  # the very initialization the run started from
-        encoder = build_encoder(cfg.modality, cfg.encoder, train_set.info).to(device)
-        if modality.channels_last:
-            encoder = encoder.to(memory_format=torch.channels_last)
+        encoder = for_inference(build_encoder(cfg.modality, cfg.encoder, train_set.info), modality, device)
         step = 0
     else:
         encoder = load_encoder(run_dir, device)
-        step = json.loads(safe_open(str(run_dir / "encoder.safetensors"), "pt").metadata()["mmbyol"])["step"]
+        step = encoder.metadata["step"]
     autocast = autocast_context(cfg, device)
     train_x, train_y = extract_features(encoder, train_set, modality, device, cfg.eval.batch_size, autocast)
     test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, autocast)

@@ -60,13 +60,20 @@ def latest_run_dir(modality: str) -> Path | None:
     return max(candidates, key=lambda p: p.stat().st_mtime, default=None)
 
 
+def resume_run_dir(cfg: DictConfig) -> Path | None:
+    """``run.dir`` when set; else, with ``resume=auto``, the newest run of the modality."""
+    if cfg.run.dir:
+        return Path(cfg.run.dir)
+    return latest_run_dir(cfg.modality) if cfg.resume == "auto" else None
+
+
 def load_train_config(overrides: Sequence[str]) -> DictConfig:
     """The config of ``mmbyol train``. With ``resume=auto`` and an existing run, the run's saved
     config is the base and the command line refines it, so a resumed run keeps its settings."""
     cfg = load_config(overrides)
     if cfg.resume != "auto":
         return cfg
-    run_dir = Path(cfg.run.dir) if cfg.run.dir else latest_run_dir(cfg.modality)
+    run_dir = resume_run_dir(cfg)
     if run_dir is None or not (run_dir / "config.yaml").exists():
         return cfg
     saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
@@ -288,10 +295,7 @@ def train(cfg: DictConfig) -> Path:
     """Train BYOL as configured; returns the run directory (see DESIGN §4 for its layout)."""
     modality = get_modality(cfg.modality)
     device = resolve_device(cfg.device)
-    run_dir = Path(cfg.run.dir) if cfg.run.dir else None
-    if cfg.resume == "auto" and run_dir is None:
-        run_dir = latest_run_dir(cfg.modality)
-    run_dir = run_dir or default_run_dir(cfg.modality)
+    run_dir = resume_run_dir(cfg) or default_run_dir(cfg.modality)
     cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
     cfg.run.dir = str(run_dir)
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
