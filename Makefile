@@ -18,10 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's data packages (DESIGN §5), installed only when missing.
+# Debian's data packages (DESIGN §5), installed only when missing: Fashion-MNIST, and espeak-ng
+# that synthesizes the spoken digits.
+DATA_PACKAGES := dataset-fashion-mnist espeak-ng
 data:
-	@dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || \
-		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }
+	@dpkg -s $(DATA_PACKAGES) >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(DATA_PACKAGES); }
 
 # Train BYOL on Fashion-MNIST (small_cnn, batch 256, 10 epochs), then print the linear-probe accuracy.
 # Resumes (or, when finished, just re-evaluates) a run already in $(DEMO_DIR).

@@ -112,7 +112,7 @@ def main() -> None:
     def full():
         def step(batch):
             inputs, _labels, _skipped = batch
-            train_step(model, views, modality.prepare(inputs, device), generator, optimizer, 0.1, 0.99, autocast)
+            train_step(model, views, modality.prepare(inputs, device, dataset.info), generator, optimizer, 0.1, 0.99, autocast)
 
         loader = (b for epoch in range(100) for b in make_loader(dataset, modality, cfg, epoch, 0, device))
         return timed(loader, step, args.steps, args.warmup, batch_size)
@@ -121,7 +121,7 @@ def main() -> None:
     pre_made = []
     with torch.no_grad():
         for inputs, _labels, _skipped in make_loader(dataset, modality, cfg, 0, 0, device):
-            pre_made.append(views(modality.prepare(inputs, device), generator))
+            pre_made.append(views(modality.prepare(inputs, device, dataset.info), generator))
             if len(pre_made) == needed:
                 break
     passthrough = PassThrough()

@@ -59,6 +59,22 @@ def bernoulli(n: int, p: float, generator: torch.Generator, device: torch.device
     return torch.rand(n, generator=generator, device=device) < p
 
 
+def interpolation_matrix(start: torch.Tensor, length: torch.Tensor, size_in: int, size_out: int) -> torch.Tensor:
+    """Per-sample ``(size_out, size_in)`` matrices of 1-D bilinear resampling of the window
+    [start, start + length) (fractions of the side) to ``size_out`` pixels. Crops are
+    axis-aligned, so two batched matmuls do what ``grid_sample`` does (same values:
+    ``align_corners=False``, border padding), in about half the time on a CPU."""
+    centres = (torch.arange(size_out, device=start.device, dtype=start.dtype) + 0.5) / size_out
+    position = ((start[:, None] + length[:, None] * centres) * size_in - 0.5).clamp(0, size_in - 1)
+    low = position.floor()
+    weight_high = position - low
+    high = (low + 1).clamp(max=size_in - 1)
+    matrix = torch.zeros(len(start), size_out, size_in, device=start.device, dtype=start.dtype)
+    matrix.scatter_add_(2, low.long().unsqueeze(-1), (1 - weight_high).unsqueeze(-1))
+    matrix.scatter_add_(2, high.long().unsqueeze(-1), weight_high.unsqueeze(-1))
+    return matrix
+
+
 class Augmentation(nn.Module):
     """Base class: applies :meth:`apply` to each sample of a batch with probability ``p``."""
 

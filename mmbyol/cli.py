@@ -66,7 +66,7 @@ def cmd_views(args) -> None:
     n = int(options.get("n", 8))
     items = [dataset[i] for i in range(min(n, len(dataset)))]
     inputs, _labels, _skipped = collate_items(items, modality.collate)
-    batch = modality.prepare(inputs, device)
+    batch = modality.prepare(inputs, device, dataset.info)
     augment = to_container(cfg.augment)
     views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

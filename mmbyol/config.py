@@ -51,6 +51,7 @@ class OptimConfig:
     momentum: float = 0.9
     trust_coefficient: float = 1e-3
     warmup_epochs: float = 10.0
+    predictor_lr_scale: float = 1.0  # the predictor's learning rate relative to lr (1 in the paper)
 
 
 @dataclass

@@ -59,9 +59,10 @@ def for_inference(encoder: nn.Module, modality: Modality, device: str | torch.de
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, dataset, modality: Modality, device: torch.device,
-                     batch_size: int, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features h (float32, on the CPU) and labels of every readable item, in order."""
+def extract_features(encoder: nn.Module, dataset, modality: Modality, device: torch.device, batch_size: int,
+                     info: dict[str, Any], autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features h (float32, on the CPU) and labels of every readable item, in order; ``info`` is
+    the training data set's, as the encoder saw it (``encoder.metadata["info"]`` for an export)."""
     encoder.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False,
                         collate_fn=partial(collate_items, collate=modality.collate))
@@ -70,7 +71,7 @@ def extract_features(encoder: nn.Module, dataset, modality: Modality, device: to
         if inputs is None:
             continue
         with autocast():
-            h = encoder(modality.prepare(inputs, device))
+            h = encoder(modality.prepare(inputs, device, info))
         features.append(h.float().cpu())
         labels.append(batch_labels)
     return torch.cat(features), torch.cat(labels)
@@ -163,14 +164,15 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         test_set = torch.utils.data.Subset(test_set, range(min(cfg.eval.test_limit, len(test_set))))
     if cfg.eval.init == "random":
         torch.manual_seed(cfg.seed)  # the very initialization the run started from
-        encoder = for_inference(build_encoder(cfg.modality, cfg.encoder, train_set.info), modality, device)
+        info = train_set.info
+        encoder = for_inference(build_encoder(cfg.modality, cfg.encoder, info), modality, device)
         step = 0
     else:
         encoder = load_encoder(run_dir, device)
-        step = encoder.metadata["step"]
+        info, step = encoder.metadata["info"], encoder.metadata["step"]
     autocast = autocast_context(cfg, device)
-    train_x, train_y = extract_features(encoder, train_set, modality, device, cfg.eval.batch_size, autocast)
-    test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, autocast)
+    train_x, train_y = extract_features(encoder, train_set, modality, device, cfg.eval.batch_size, info, autocast)
+    test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, info, autocast)
     if (train_y < 0).all():
         raise DataError(f"The training split of {cfg.data.name!r} has no labels; evaluation needs a labelled data set.")
     num_classes = int(max(train_y.max(), test_y.max())) + 1

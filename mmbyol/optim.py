@@ -11,17 +11,23 @@ from torch import nn
 from .errors import ConfigError
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups of trainable parameters: weights (decayed, adapted) and biases/norm parameters
-    (every parameter with at most one dimension: neither decayed nor adapted)."""
-    decayed, excluded = [], []
-    for parameter in model.parameters():
-        if parameter.requires_grad:
-            (excluded if parameter.ndim <= 1 else decayed).append(parameter)
-    return [
-        {"params": decayed, "weight_decay": weight_decay, "lars_exclude": False},
-        {"params": excluded, "weight_decay": 0.0, "lars_exclude": True},
-    ]
+def param_groups(model: nn.Module, weight_decay: float, predictor_lr_scale: float = 1.0) -> list[dict]:
+    """Groups of trainable parameters: weights (decayed, adapted) and biases/norm parameters
+    (every parameter with at most one dimension: neither decayed nor adapted). With
+    ``predictor_lr_scale`` ≠ 1 the predictor's parameters get their own groups whose learning
+    rate is scaled (``lr_scale``; a faster predictor, as in DirectPred/SimSiam)."""
+    predictor = getattr(model, "predictor", None)
+    special = {id(p) for p in predictor.parameters()} if predictor is not None and predictor_lr_scale != 1.0 else set()
+    groups = []
+    for scale, members in ((1.0, lambda p: id(p) not in special), (predictor_lr_scale, lambda p: id(p) in special)):
+        parameters = [p for p in model.parameters() if p.requires_grad and members(p)]
+        if not parameters:
+            continue
+        groups += [
+            {"params": [p for p in parameters if p.ndim > 1], "weight_decay": weight_decay, "lars_exclude": False, "lr_scale": scale},
+            {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True, "lr_scale": scale},
+        ]
+    return groups
 
 
 class LARS(torch.optim.Optimizer):
@@ -72,10 +78,10 @@ class LARS(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float,
-                    momentum: float = 0.9, trust_coefficient: float = 1e-3) -> torch.optim.Optimizer:
+def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
+                    trust_coefficient: float = 1e-3, predictor_lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """``lars`` (the paper's), ``adamw`` or ``sgd``; all exclude biases and norms from decay."""
-    groups = param_groups(model, weight_decay)
+    groups = param_groups(model, weight_decay, predictor_lr_scale)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
     for group in groups:

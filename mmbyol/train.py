@@ -107,12 +107,20 @@ class EpochBatches(Sampler):
 
 
 def make_loader(dataset, modality: Modality, cfg: DictConfig, epoch: int, start: int, device: torch.device):
+    """The batches of ``epoch`` from batch ``start`` on. A data set with random per-item choices
+    (e.g. the position of an audio crop) has ``set_epoch``, as samplers do in PyTorch: its draws
+    then depend on (seed, epoch, index) only, so a resumed run reads the very same items."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
     workers = cfg.data.num_workers
     return DataLoader(
         dataset,
         batch_sampler=EpochBatches(len(dataset), cfg.data.batch_size, cfg.seed, epoch, start),
         collate_fn=partial(collate_items, collate=modality.collate),
         num_workers=workers,
+        # its own generator: making a loader must not draw from the global RNG (dropout uses it),
+        # or a run resumed mid-epoch would drift from the straight one
+        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch),
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
@@ -280,7 +288,7 @@ def threading_main() -> bool:
 def train_step(model, views: ViewPair, batch, generator, optimizer, lr: float, tau: float, autocast):
     """One BYOL step: two views, the symmetric loss, the optimizer step, the target update."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     view1, view2 = views(batch, generator)
     with autocast():
         loss, outputs = model(view1, view2, return_outputs=True)
@@ -312,7 +320,7 @@ def train(cfg: DictConfig) -> Path:
     if len(dataset) < batch_size:
         raise DataError(f"The training set has {len(dataset)} items, fewer than data.batch_size={batch_size}. "
                         f"Lower data.batch_size or add data.")
-    info = dataset.info
+    info = state["info"] if state is not None else dataset.info  # a resumed run keeps its statistics
     steps_per_epoch = len(dataset) // batch_size
     total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * steps_per_epoch
     warmup_steps = min(round(cfg.optim.warmup_epochs * steps_per_epoch), total_steps)
@@ -324,7 +332,7 @@ def train(cfg: DictConfig) -> Path:
         model = model.to(memory_format=torch.channels_last)
     views = build_views(cfg.modality, to_container(cfg.augment)["view1"], to_container(cfg.augment)["view2"]).to(device)
     optimizer = build_optimizer(cfg.optim.name, model, base_lr, cfg.optim.weight_decay,
-                                cfg.optim.momentum, cfg.optim.trust_coefficient)
+                                cfg.optim.momentum, cfg.optim.trust_coefficient, cfg.optim.predictor_lr_scale)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     step = 0
     if state is not None:
@@ -365,7 +373,7 @@ def train(cfg: DictConfig) -> Path:
                 if inputs is None:
                     step += 1
                     continue
-                batch = modality.prepare(inputs, device)
+                batch = modality.prepare(inputs, device, info)
                 loss, outputs = train_step(forward_model, views, batch, generator, optimizer, lr, tau, autocast)
                 loss_value = float(loss)
                 step += 1

@@ -26,8 +26,9 @@ class Modality:
 
     - ``data_config``: dataclass schema of the ``data`` config section (extends ``DataConfig``);
     - ``collate(inputs)``: a list of dataset inputs → one batch input of fixed shape;
-    - ``prepare(batch, device)``: deterministic preprocessing on the device (uint8 → float,
-      waveform → log-mel …), before the augmentations;
+    - ``prepare(batch, device, info)``: deterministic preprocessing on the device (uint8 → float,
+      waveform → normalized log-mel …), before the augmentations; ``info`` is the training data
+      set's (saved with the run and in the exported encoder's ``metadata["info"]``);
     - ``render_views(original, view1, view2, path)``: a picture of view pairs (``mmbyol views``);
     - ``channels_last``: use the channels-last memory format (image-like batches; faster
       convolutions on CUDA and on CPU).
@@ -41,7 +42,7 @@ class Modality:
     name: str
     data_config: type
     collate: Callable[[list[Any]], Any]
-    prepare: Callable[[Any, torch.device], Any]
+    prepare: Callable[[Any, torch.device, dict[str, Any]], Any]
     render_views: Callable[[Any, Any, Any, Path], None]
     channels_last: bool = False
     config_file: Path | None = None
@@ -72,6 +73,8 @@ class Subset(torch.utils.data.Subset):
         super().__init__(dataset, list(indices))
         self.classes = getattr(dataset, "classes", [])
         self.info = getattr(dataset, "info", {})
+        if hasattr(dataset, "set_epoch"):
+            self.set_epoch = dataset.set_epoch
 
 
 def build_encoder(modality: str, encoder_cfg: dict[str, Any] | DictConfig, info: dict[str, Any]) -> nn.Module:

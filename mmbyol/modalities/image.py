@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from ..augment import Augmentation, uniform
+from ..augment import Augmentation, interpolation_matrix, uniform
 from ..config import DataConfig
 from ..errors import DataError
 from ..registry import register_augmentation, register_dataset, register_encoder, register_modality
@@ -174,7 +174,7 @@ def collate_images(inputs: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(inputs)
 
 
-def prepare_images(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+def prepare_images(batch: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` → float in [0, 1] on the device; the augmentations work in that range."""
     return batch.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=torch.channels_last)
 
@@ -307,25 +307,9 @@ class RandomResizedCrop(Augmentation):
         left = torch.rand(n, generator=generator, device=x.device) * (1 - crop_w)
         top = torch.rand(n, generator=generator, device=x.device) * (1 - crop_h)
         out_height, out_width = self.size or height, self.size or width
-        rows = _interpolation_matrix(top, crop_h, height, out_height)
-        cols = _interpolation_matrix(left, crop_w, width, out_width)
+        rows = interpolation_matrix(top, crop_h, height, out_height)
+        cols = interpolation_matrix(left, crop_w, width, out_width)
         return rows.unsqueeze(1).to(x.dtype) @ (x @ cols.transpose(1, 2).unsqueeze(1).to(x.dtype))
-
-
-def _interpolation_matrix(start: torch.Tensor, length: torch.Tensor, size_in: int, size_out: int) -> torch.Tensor:
-    """Per-sample ``(size_out, size_in)`` matrices of 1-D bilinear resampling of the window
-    [start, start + length) (fractions of the side) to ``size_out`` pixels. Crops are
-    axis-aligned, so two batched matmuls do what ``grid_sample`` does (same values:
-    ``align_corners=False``, border padding), in about half the time on a CPU."""
-    centres = (torch.arange(size_out, device=start.device, dtype=start.dtype) + 0.5) / size_out
-    position = ((start[:, None] + length[:, None] * centres) * size_in - 0.5).clamp(0, size_in - 1)
-    low = position.floor()
-    weight_high = position - low
-    high = (low + 1).clamp(max=size_in - 1)
-    matrix = torch.zeros(len(start), size_out, size_in, device=start.device, dtype=start.dtype)
-    matrix.scatter_add_(2, low.long().unsqueeze(-1), (1 - weight_high).unsqueeze(-1))
-    matrix.scatter_add_(2, high.long().unsqueeze(-1), weight_high.unsqueeze(-1))
-    return matrix
 
 
 @register_augmentation("image", "horizontal_flip")

@@ -143,13 +143,13 @@ def test_image_folder_skips_unreadable_files(tmp_path):
 def test_crop_resampling_matches_grid_sample():
     import torch.nn.functional as F
 
-    from mmbyol.modalities.image import _interpolation_matrix
+    from mmbyol.augment import interpolation_matrix
 
     n, x = 8, batch(n=8, channels=3, size=20)
     g = torch.Generator().manual_seed(3)
     left, top = torch.rand(n, generator=g) * 0.4, torch.rand(n, generator=g) * 0.4
     width, height = 0.2 + torch.rand(n, generator=g) * 0.4, 0.2 + torch.rand(n, generator=g) * 0.4
-    ours = _interpolation_matrix(top, height, 20, 12).unsqueeze(1) @ (x @ _interpolation_matrix(left, width, 20, 12).transpose(1, 2).unsqueeze(1))
+    ours = interpolation_matrix(top, height, 20, 12).unsqueeze(1) @ (x @ interpolation_matrix(left, width, 20, 12).transpose(1, 2).unsqueeze(1))
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = width, 2 * left + width - 1
     theta[:, 1, 1], theta[:, 1, 2] = height, 2 * top + height - 1

@@ -1,0 +1,354 @@
+import io
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+import torchaudio
+
+from mmbyol.augment import build_augmentation, build_views
+from mmbyol.config import load_config, to_container
+from mmbyol.errors import DataError
+from mmbyol.modalities import audio
+from mmbyol.modalities.base import build_dataset, build_encoder, collate_items, get_modality
+from mmbyol.registry import AUGMENTATIONS
+
+from ..conftest import run_cli
+
+INFO = {"sample_rate": 16000, "clip_samples": 15200, "n_fft": 1024, "hop_length": 160, "n_mels": 64,
+        "f_min": 60.0, "f_max": 7800.0, "mean": -10.0, "std": 5.0}
+AUDIO_AUGMENTATIONS = ["mixup", "random_resize_crop", "random_linear_fader", "gain", "time_mask", "freq_mask"]
+# Small and fast: the narrow encoder, tiny heads, a few steps on the tiny folder below.
+AUDIO_TINY = [
+    "modality=audio", "data.name=audio-folder", "data.batch_size=8", "trainer.max_steps=4",
+    "trainer.progress=false", "trainer.checkpoint_every=2", "trainer.log_every=2", "model.hidden_dim=64",
+    "model.projection_dim=32", "optim.warmup_epochs=0", "device=cpu", "encoder.name=byola_cnn_small", "encoder.d=64",
+]
+
+
+def write_tone(path, frequency, seconds, rate=22050, channels=2, seed=0):
+    t = np.arange(int(rate * seconds)) / rate
+    rng = np.random.default_rng(seed)
+    wave = 0.3 * np.sin(2 * np.pi * frequency * t) + 0.01 * rng.standard_normal(len(t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), np.stack([wave] * channels, axis=1), rate)
+
+
+@pytest.fixture(scope="module")
+def tone_folder(tmp_path_factory):
+    """train/ and test/ of four 'classes' (tones), stereo at 22.05 kHz, 0.5 to 1.4 s long."""
+    root = tmp_path_factory.mktemp("tones")
+    for split, count in (("train", 10), ("test", 5)):
+        for label, frequency in enumerate((250, 600, 1500, 3500)):
+            for i in range(count):
+                write_tone(root / split / f"c{label}" / f"{i}.wav", frequency * (1 + 0.02 * i), 0.5 + 0.1 * i, seed=i)
+    return root
+
+
+def spectrograms(n=8, seed=0):
+    return torch.randn(n, 1, 64, 96, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------- front end
+
+
+def test_log_mel_matches_torchaudio_and_puts_a_tone_in_its_mel_bin():
+    t = torch.arange(15200) / 16000
+    tone = torch.sin(2 * math.pi * 1000 * t).unsqueeze(0)
+    ours = audio.log_mel(tone, INFO, torch.device("cpu"))
+    reference = torchaudio.transforms.MelSpectrogram(16000, n_fft=1024, hop_length=160, n_mels=64, f_min=60, f_max=7800)(tone)
+    assert ours.shape == (1, 1, 64, 96)
+    torch.testing.assert_close(ours[:, 0], (reference + torch.finfo().eps).log())
+    fbanks = torchaudio.functional.melscale_fbanks(513, 60.0, 7800.0, 64, 16000)  # (freq bins, mels)
+    expected = int(fbanks[round(1000 / 16000 * 1024)].argmax())
+    assert int(ours[0, 0].mean(dim=1).argmax()) == expected
+
+
+def test_prepare_normalizes_with_the_given_statistics():
+    waves = torch.randn(2, 15200)
+    prepared = get_modality("audio").prepare(waves, torch.device("cpu"), INFO)
+    torch.testing.assert_close(prepared, (audio.log_mel(waves, INFO, torch.device("cpu")) + 10.0) / 5.0)
+    with pytest.raises(DataError, match="statistics"):
+        get_modality("audio").prepare(waves, torch.device("cpu"), {k: v for k, v in INFO.items() if k != "mean"})
+
+
+def test_load_audio_mixes_down_and_resamples(tmp_path):
+    write_tone(tmp_path / "a.wav", 440, 1.0, rate=22050, channels=2)
+    wave = audio.load_audio(tmp_path / "a.wav", 16000)
+    assert wave.shape == (16000,) and wave.dtype == torch.float32
+    spectrum = torch.fft.rfft(wave).abs()
+    assert abs(int(spectrum.argmax()) - 440) <= 1  # 1 s at 16 kHz: bin k is k Hz
+
+
+# ---------------------------------------------------------------------- augmentations
+
+
+def test_the_byol_a_augmentations_are_registered():
+    assert set(AUDIO_AUGMENTATIONS) <= set(AUGMENTATIONS.names("audio"))
+
+
+@pytest.mark.parametrize("name", AUDIO_AUGMENTATIONS)
+def test_p_zero_is_the_identity(name):
+    augmentation = build_augmentation("audio", {"name": name, "p": 0.0})
+    x = spectrograms()
+    for _ in range(2):  # twice: mixup has a memory after the first batch
+        assert torch.equal(augmentation(x, torch.Generator().manual_seed(0)), x)
+
+
+@pytest.mark.parametrize("name", AUDIO_AUGMENTATIONS)
+def test_p_one_changes_every_sample_and_keeps_the_shape(name):
+    augmentation = build_augmentation("audio", {"name": name, "p": 1.0, **({"max_width": 30} if "mask" in name else {})})
+    generator = torch.Generator().manual_seed(0)
+    augmentation(spectrograms(seed=1), generator)  # fills mixup's memory
+    x = spectrograms(n=64)
+    out = augmentation(x, generator)
+    assert out.shape == x.shape
+    changed = (out - x).abs().flatten(1).amax(dim=1) > 1e-4
+    # a mask may draw width 0 now and then; every other augmentation changes every sample
+    assert changed.float().mean() > (0.9 if "mask" in name else 0.999)
+
+
+@pytest.mark.parametrize("name", AUDIO_AUGMENTATIONS)
+def test_two_samples_get_different_random_parameters(name):
+    augmentation = build_augmentation("audio", {"name": name, "p": 1.0})
+    generator = torch.Generator().manual_seed(0)
+    augmentation(spectrograms(seed=1), generator)
+    x = spectrograms(n=1).expand(16, -1, -1, -1).contiguous()
+    out = augmentation(x, generator)
+    assert len({tuple(row.flatten().round(decimals=4).tolist()) for row in out}) >= 14
+
+
+def test_mixup_with_ratio_zero_is_the_identity():
+    mixup = build_augmentation("audio", {"name": "mixup", "ratio": 0.0})
+    generator = torch.Generator().manual_seed(0)
+    for seed in range(3):
+        x = spectrograms(seed=seed)
+        assert torch.equal(mixup(x, generator), x)
+    assert int(mixup.filled) == 24
+
+
+def test_mixup_mixes_in_the_power_domain_with_remembered_inputs():
+    mixup = build_augmentation("audio", {"name": "mixup", "ratio": 1.0, "memory_size": 4})
+    generator = torch.Generator().manual_seed(0)
+    background = torch.full((4, 1, 2, 3), 2.0)
+    assert torch.equal(mixup(background, generator), background)  # nothing remembered yet
+    x = torch.zeros(4, 1, 2, 3)
+    out = mixup(x, generator)
+    # log((1 − λ)·e^0 + λ·e^2) for some λ in [0, 1]: between 0 and 2, one λ per sample
+    assert (out >= 0).all() and (out <= 2 + 1e-6).all()
+    assert (out.flatten(1).std(dim=1) < 1e-5).all()
+    assert int(mixup.filled) == 4 and torch.equal(mixup.memory.float(), x)  # a ring of the last 4 inputs
+
+
+def test_mixup_memory_survives_a_checkpoint_round_trip():
+    augment = to_container(load_config(["modality=audio"]).augment)
+    views = build_views("audio", augment["view1"], augment["view2"])
+    generator = torch.Generator().manual_seed(0)
+    for seed in range(3):
+        views(spectrograms(seed=seed), generator)
+    buffer = io.BytesIO()
+    torch.save({"views": views.state_dict(), "rng": generator.get_state()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    restored = build_views("audio", augment["view1"], augment["view2"])
+    restored.load_state_dict(saved["views"])
+    memory = restored.view1.augmentations[0].memory
+    assert memory.shape == (2048, 1, 64, 96) and torch.equal(memory, views.view1.augmentations[0].memory)
+    x = spectrograms(seed=9)
+    expected = views(x, generator)
+    got = restored(x, torch.Generator().set_state(saved["rng"]))
+    assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+
+
+def test_random_resize_crop_at_scale_one_without_canvas_is_the_identity():
+    crop = build_augmentation("audio", {"name": "random_resize_crop", "virtual_crop_scale": [1.0, 1.0],
+                                         "freq_scale": [1.0, 1.0], "time_scale": [1.0, 1.0]})
+    x = spectrograms()
+    torch.testing.assert_close(crop(x, torch.Generator().manual_seed(0)), x)
+
+
+def test_linear_fader_adds_a_straight_ramp_over_time():
+    fader = build_augmentation("audio", {"name": "random_linear_fader", "gain": 1.0})
+    x = spectrograms()
+    ramp = fader(x, torch.Generator().manual_seed(0)) - x
+    assert torch.allclose(ramp, ramp[:, :, :1, :].expand_as(ramp), atol=1e-5)  # the same for every mel bin
+    assert torch.allclose(ramp.diff(n=2, dim=-1), torch.zeros(()), atol=1e-5)  # linear in time
+    assert ramp.abs().max() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize("name,axis", [("time_mask", -1), ("freq_mask", -2)])
+def test_masks_zero_a_band_no_wider_than_max_width(name, axis):
+    mask = build_augmentation("audio", {"name": name, "max_width": 10})
+    x = spectrograms(n=32) + 100.0  # nothing is 0 before masking
+    zeroed = mask(x, torch.Generator().manual_seed(0)) == 0
+    band = zeroed.all(dim=-2 if axis == -1 else -1).squeeze(1)  # (n, size) lanes zeroed whole
+    assert torch.equal(zeroed.any(dim=-2 if axis == -1 else -1).squeeze(1), band)
+    assert (band.sum(dim=1) <= 10).all() and band.sum() > 0
+
+
+def test_encoders_map_spectrograms_to_features():
+    for name, d in (("byola_cnn", 2048), ("byola_cnn_small", 512)):
+        encoder = build_encoder("audio", {"name": name}, INFO).eval()
+        assert encoder(spectrograms(n=2)).shape == (2, d) and encoder.out_dim == d
+    assert build_encoder("audio", {"name": "byola_cnn", "d": 256}, INFO)(spectrograms(n=2)).shape == (2, 256)
+
+
+# ------------------------------------------------------------------------ data sets
+
+
+def test_audio_folder_items_are_fixed_length_and_deterministic_per_epoch(tone_folder):
+    cfg = load_config(["modality=audio", "data.name=audio-folder", f"data.root={tone_folder}"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert len(train) == 40 and len(test) == 20 and train.classes == ["c0", "c1", "c2", "c3"]
+    assert {"mean", "std"} <= set(train.info) and train.info["clip_samples"] == 15200
+    item, label = train[0]
+    assert item.shape == (15200,) and label == 0
+    first = [train[i][0] for i in range(8)]
+    train.set_epoch(1)
+    other = [train[i][0] for i in range(8)]
+    train.set_epoch(0)
+    again = [train[i][0] for i in range(8)]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))  # a new epoch, new crop positions
+    assert torch.equal(test[3][0], test[3][0])
+
+
+def test_corrupt_and_empty_files_are_skipped_and_counted(tmp_path, tone_folder):
+    root = tmp_path / "data"
+    shutil.copytree(tone_folder, root)
+    (root / "train" / "c0" / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    (root / "train" / "c1" / "empty.wav").write_bytes(b"")
+    soundfile.write(str(root / "train" / "c2" / "zero-length.wav"), np.zeros((0, 1)), 16000)
+    cfg = load_config([*AUDIO_TINY, f"data.root={root}", "data.batch_size=43", "trainer.max_steps=1"])
+    dataset = build_dataset(cfg, "train")
+    inputs, labels, skipped = collate_items([dataset[i] for i in range(len(dataset))], get_modality("audio").collate)
+    assert skipped == 3 and len(inputs) == len(labels) == 40
+    from mmbyol.train import train
+
+    run = train(load_config([*AUDIO_TINY, f"data.root={root}", f"run.dir={tmp_path / 'run'}",
+                             "data.batch_size=43", "trainer.max_steps=1", "trainer.log_every=1"]))
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["skipped"] == 3
+
+
+def test_audio_folder_without_root_or_test_split_says_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="data.root"):
+        build_dataset(load_config(["modality=audio", "data.name=audio-folder"]), "train")
+    write_tone(tmp_path / "flat" / "a.wav", 440, 1.0)
+    cfg = load_config(["modality=audio", "data.name=audio-folder", f"data.root={tmp_path / 'flat'}"])
+    assert build_dataset(cfg, "train")[0][1] == -1  # unlabelled
+    with pytest.raises(DataError, match="test/CLASS"):
+        build_dataset(cfg, "test")
+
+
+def fake_spoken_digits(root, per_folder=2):
+    """The prepared layout of spoken-digits with a few tones in place of speech."""
+    for accent in audio.ACCENTS:
+        for word in audio.DIGITS:
+            for i in range(per_folder):
+                write_tone(root / accent / word / f"m1-s{120 + i}-p50.wav", 300, 0.6, rate=16000, channels=1, seed=i)
+    (root / "manifest.json").write_text(json.dumps({"version": audio.SPOKEN_DIGITS_VERSION, "sample_rate": 16000}))
+
+
+def test_spoken_digits_splits_by_accent(tmp_path):
+    fake_spoken_digits(tmp_path)
+    cfg = load_config(["modality=audio", f"data.root={tmp_path}"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    accent = lambda path: path.relative_to(tmp_path).parts[0]  # noqa: E731
+    train_accents, test_accents = {accent(p) for p in train.files}, {accent(p) for p in test.files}
+    assert not train_accents & test_accents
+    assert test_accents == set(cfg.data.test_accents) and len(train_accents) == 6
+    assert len(train) == 6 * 10 * 2 and train.classes == audio.DIGITS
+    with pytest.raises(DataError, match="test_accents"):
+        build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.test_accents=[en-mars]"]), "train")
+
+
+def test_spoken_digits_noise_has_the_drawn_snr_and_is_fixed_per_clip(tmp_path):
+    fake_spoken_digits(tmp_path, per_folder=1)
+    noisy = build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.snr_db=[-5,10]"]), "test")
+    clean = build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.snr_db=null"]), "test")
+    snrs = []
+    for index in range(len(noisy)):
+        path = noisy.files[index]
+        speech = audio.load_audio(path, 16000)
+        noise = noisy[index][0] - clean[index][0]
+        snrs.append(10 * math.log10(float(speech.pow(2).mean() / noise.pow(2).mean())))
+        assert snrs[-1] == pytest.approx(noisy.snr(path), abs=1e-3)
+        assert torch.equal(noisy[index][0], noisy[index][0])
+    assert min(snrs) >= -5 and max(snrs) <= 10 and max(snrs) - min(snrs) > 3
+
+
+def test_spoken_digits_without_espeak_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    with pytest.raises(DataError, match="apt-get install espeak-ng"):
+        build_dataset(load_config(["modality=audio", f"data.root={tmp_path / 'none'}"]), "train")
+
+
+def test_espeak_synthesis_writes_16_khz_mono(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: `make test` installs it (apt-get install espeak-ng).")
+    out = tmp_path / "seven.wav"
+    audio._synthesize(("en-gb-scotland", "f2", 170, 50, "seven", out), 16000)
+    data, rate = soundfile.read(str(out))
+    assert rate == 16000 and data.ndim == 1 and 0.3 < len(data) / rate < 2.0 and np.abs(data).max() > 0.05
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def test_resume_after_half_the_steps_equals_straight_training(tmp_path, tone_folder, monkeypatch):
+    """Random crops, dropout and mixup's memory all come back exactly after an interruption."""
+    import importlib
+    import os
+    import signal
+
+    train_module = importlib.import_module("mmbyol.train")
+    options = [*AUDIO_TINY, f"data.root={tone_folder}", "trainer.max_steps=8"]  # two epochs of 5 batches, and some
+    straight = train_module.train(load_config([*options, f"run.dir={tmp_path / 'straight'}"]))
+    original, calls = train_module.train_step, []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # in the second epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}"]))
+    monkeypatch.setattr(train_module, "train_step", original)
+    train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}", "resume=auto"]))
+    a = train_module.load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = train_module.load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 8
+    for key, value in [*a["model"].items(), *a["views"].items()]:
+        assert torch.equal(value, {**b["model"], **b["views"]}[key]), key
+
+
+@pytest.mark.slow
+def test_train_eval_and_views_through_the_cli(tmp_path, tone_folder):
+    run_dir = tmp_path / "run"
+    result = run_cli("train", *AUDIO_TINY, f"data.root={tone_folder}", f"run.dir={run_dir}")
+    assert result.stdout.strip() == str(run_dir)
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2").stdout.splitlines()[-1])
+    assert {"linear_acc", "knn_acc", "linear_acc_2"} <= set(metrics) and metrics["n_test"] == 20
+    assert metrics["linear_acc"] > 0.5  # four tones, clearly apart
+
+    from mmbyol import load_encoder
+
+    encoder = load_encoder(run_dir)
+    info = encoder.metadata["info"]
+    assert info["mean"] == json.loads(json.dumps(info))["mean"]  # statistics travel with the export
+    batch = get_modality("audio").prepare(torch.randn(3, info["clip_samples"]), torch.device("cpu"), info)
+    assert encoder(batch).shape == (3, 64)
+
+    out = tmp_path / "views.png"
+    run_cli("views", "modality=audio", "data.name=audio-folder", f"data.root={tone_folder}", f"out={out}", "n=4",
+            "device=cpu")
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.width > 4 * 96 and image.height > 3 * 64
