@@ -28,7 +28,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from .augment import ViewPair, build_views
 from .byol import BYOL, SimCLR
 from .config import load_config, to_container
-from .errors import CheckpointError, DataError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .modalities.base import Modality, build_dataset, build_encoder, collate_items, get_modality
 from .optim import build_optimizer
 from .schedules import lr_schedule, tau_schedule
@@ -312,6 +312,9 @@ def train(cfg: DictConfig) -> Path:
         resume_from = checkpoint_path
     elif cfg.resume not in (None, "auto"):
         resume_from = Path(cfg.resume)
+    elif cfg.resume is None and checkpoint_path.exists():
+        raise ConfigError(f"{run_dir} already holds a run (its checkpoint {checkpoint_path}). Continue it with "
+                          f"resume=auto, or train into a new run.dir; mmbyol never overwrites a run.")
     state = load_checkpoint(resume_from, cfg.modality) if resume_from else None
 
     torch.manual_seed(cfg.seed)

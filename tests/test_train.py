@@ -117,3 +117,13 @@ def test_collapse_monitor_tells_healthy_from_collapsed():
     assert projection_std(constant) < 1e-3 and effective_rank(constant) < 2
     assert collapsed(projection_std(constant), effective_rank(constant), 128)
     assert not collapsed(projection_std(healthy), effective_rank(healthy), 128)
+
+
+def test_training_into_a_finished_run_without_resume_is_refused(tmp_path, fashion_mnist):
+    from mmbyol.errors import ConfigError
+
+    run = train(config(tmp_path, "run"))
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="resume=auto"):
+        train(config(tmp_path, "run"))
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before

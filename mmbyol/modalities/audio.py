@@ -59,6 +59,7 @@ class AudioDataConfig(DataConfig):
     stats_items: int = 1000  # training items the normalization statistics are computed from
     # spoken-digits only: noise mixed into each clip at an SNR drawn from this range (dB); null = clean
     snr_db: list[float] | None = field(default_factory=lambda: [-5.0, 10.0])
+    noise_colour: float = 1.0  # the noise's power spectrum falls as 1/f^colour: 0 white, 1 pink, 2 brown
     test_accents: list[str] = field(default_factory=lambda: ["en-gb-scotland", "en-029"])
 
 
@@ -103,17 +104,18 @@ class AudioClips(Dataset):
     Training draws a crop of ``clip_seconds`` from a longer clip, or places a shorter one at a
     random offset in a zero window; the draw depends on (seed, epoch, index) only (see
     ``set_epoch``), so a resumed run reads the same items. Evaluation takes the centre.
-    With ``snr_db``, each clip is mixed with coloured noise whose colour, SNR and samples are
-    fixed by the file's name, so the noisy set is the same on every read.
+    With ``snr_db``, each clip is mixed with coloured noise (``noise_colour``) whose SNR and
+    samples are fixed by the file's name, so the noisy set is the same on every read.
     An unreadable or empty file is logged and its item is ``None`` (skipped and counted).
     """
 
     def __init__(self, files: list[Path], labels: list[int], classes: list[str], cfg: AudioDataConfig,
-                 training: bool, root: Path, snr_db: list[float] | None = None):
+                 training: bool, root: Path, snr_db: list[float] | None = None, noise_colour: float = 1.0):
         self.files, self.labels, self.classes = files, labels, classes
         self.sample_rate, self.training, self.root = cfg.sample_rate, training, root
         self.length = round(cfg.clip_seconds * cfg.sample_rate)
         self.snr_db = tuple(snr_db) if snr_db is not None else None
+        self.noise_colour = noise_colour
         self.seed, self.epoch = torch.initial_seed(), 0
         self.info = {
             "sample_rate": cfg.sample_rate, "clip_samples": self.length, "n_fft": cfg.n_fft,
@@ -156,10 +158,10 @@ class AudioClips(Dataset):
         return low + (high - low) * float(torch.rand(1, generator=self._noise_generator(path)))
 
     def noise(self, path: Path) -> torch.Tensor:
-        """The clip's own unit-power noise over the window: colour and samples fixed by its name."""
+        """The clip's own unit-power noise over the window, its samples fixed by the clip's name."""
         generator = self._noise_generator(path)
-        exponent = 2 * float(torch.rand(2, generator=generator)[1])
-        return coloured_noise(self.length, exponent, generator)
+        torch.rand(1, generator=generator)  # the SNR's draw
+        return coloured_noise(self.length, self.noise_colour, generator)
 
 
 def compute_statistics(dataset: AudioClips, items: int) -> dict[str, float]:
@@ -247,7 +249,8 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
         with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1)) as pool:
             done = pool.map(lambda job: _synthesize(job, cfg.sample_rate), jobs)
             try:
-                for _ in tqdm(done, total=len(jobs), desc="spoken-digits", disable=not log.isEnabledFor(logging.INFO)):
+                for _ in tqdm(done, total=len(jobs), desc="spoken-digits", mininterval=2.0,
+                              disable=not log.isEnabledFor(logging.INFO)):
                     pass
             except subprocess.CalledProcessError as error:
                 raise DataError(f"espeak-ng failed ({' '.join(error.cmd)}): {error.stderr.decode(errors='replace')[:300]}. "
@@ -283,7 +286,7 @@ def spoken_digits(cfg: AudioDataConfig, split: str) -> AudioClips:
             found = sorted((root / accent / word).glob("*.wav"))
             files += found
             labels += [label] * len(found)
-    dataset = AudioClips(files, labels, DIGITS, cfg, split == "train", root, cfg.snr_db)
+    dataset = AudioClips(files, labels, DIGITS, cfg, split == "train", root, cfg.snr_db, cfg.noise_colour)
     return _with_statistics(dataset, cfg, split)
 
 

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
-from ..augment import Augmentation, interpolation_matrix, uniform
+from ..augment import Augmentation, bernoulli, interpolation_matrix, uniform
 from ..config import DataConfig
 from ..errors import DataError
 from ..registry import register_augmentation, register_dataset, register_encoder, register_modality
@@ -343,9 +343,12 @@ class ColorJitter(Augmentation):
             uniform(n, -self.hue, self.hue, generator, device),
         ], dim=1)
         order = torch.rand(n, 4, generator=generator, device=device).argsort(dim=1)
-        operations = [self._brightness, self._contrast]
-        if x.shape[1] == 3:
-            operations += [self._saturation, self._hue]
+        if x.shape[1] == 1:  # two operations, two orders: both for every row, then pick (no row gathers)
+            brightness_first = (order == 0).float().argmax(dim=1) < (order == 1).float().argmax(dim=1)
+            b, c = factors[:, 0], factors[:, 1]
+            return torch.where(_per_sample(brightness_first), self._contrast(self._brightness(x, b), c),
+                               self._brightness(self._contrast(x, c), b))
+        operations = [self._brightness, self._contrast, self._saturation, self._hue]
         x = x.clone()
         for position in range(4):
             for op_index, operation in enumerate(operations):
@@ -380,6 +383,13 @@ class Grayscale(Augmentation):
 
     def __init__(self, p: float = 0.2):
         super().__init__(p)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if x.shape[1] == 1:  # already gray: the same draws as otherwise (the random stream stays), no work
+            if self.p < 1.0:
+                bernoulli(x.shape[0], self.p, generator, x.device)
+            return x
+        return super().forward(x, generator)
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return _gray(x).expand_as(x).contiguous()

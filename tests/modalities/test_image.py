@@ -156,3 +156,13 @@ def test_crop_resampling_matches_grid_sample():
     grid = F.affine_grid(theta, [n, 3, 12, 12], align_corners=False)
     reference = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_color_jitter_on_one_channel_equals_three_gray_channels():
+    """The one-channel fast path (both orders computed, one picked per row) gives what the general
+    path gives on the same image stored as three equal channels (saturation and hue are no-ops)."""
+    gray = batch(n=64, channels=1)
+    jitter = build_augmentation("image", {"name": "color_jitter", "p": 1.0})
+    one = jitter(gray, torch.Generator().manual_seed(5))
+    three = jitter(gray.expand(-1, 3, -1, -1).contiguous(), torch.Generator().manual_seed(5))
+    torch.testing.assert_close(three, one.expand(-1, 3, -1, -1), atol=1e-5, rtol=0)
