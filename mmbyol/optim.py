@@ -17,17 +17,14 @@ def param_groups(model: nn.Module, weight_decay: float, predictor_lr_scale: floa
     ``predictor_lr_scale`` ≠ 1 the predictor's parameters get their own groups whose learning
     rate is scaled (``lr_scale``; a faster predictor, as in DirectPred/SimSiam)."""
     predictor = getattr(model, "predictor", None)
-    special = {id(p) for p in predictor.parameters()} if predictor is not None and predictor_lr_scale != 1.0 else set()
-    groups = []
-    for scale, members in ((1.0, lambda p: id(p) not in special), (predictor_lr_scale, lambda p: id(p) in special)):
-        parameters = [p for p in model.parameters() if p.requires_grad and members(p)]
-        if not parameters:
-            continue
-        groups += [
-            {"params": [p for p in parameters if p.ndim > 1], "weight_decay": weight_decay, "lars_exclude": False, "lr_scale": scale},
-            {"params": [p for p in parameters if p.ndim <= 1], "weight_decay": 0.0, "lars_exclude": True, "lr_scale": scale},
-        ]
-    return groups
+    scaled = {id(p) for p in predictor.parameters()} if predictor is not None and predictor_lr_scale != 1.0 else set()
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}  # (lr scale, excluded) → parameters
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            scale = predictor_lr_scale if id(parameter) in scaled else 1.0
+            groups.setdefault((scale, parameter.ndim <= 1), []).append(parameter)
+    return [{"params": params, "weight_decay": 0.0 if excluded else weight_decay, "lars_exclude": excluded,
+             "lr_scale": scale} for (scale, excluded), params in groups.items()]
 
 
 class LARS(torch.optim.Optimizer):

@@ -20,7 +20,7 @@ import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import soundfile
@@ -107,6 +107,8 @@ class AudioClips(Dataset):
     With ``snr_db``, each clip is mixed with coloured noise (``noise_colour``) whose SNR and
     samples are fixed by the file's name, so the noisy set is the same on every read.
     An unreadable or empty file is logged and its item is ``None`` (skipped and counted).
+    ``info`` holds the front-end settings and, for a training split, the normalization
+    statistics, computed on first use (evaluating an exported encoder never needs them).
     """
 
     def __init__(self, files: list[Path], labels: list[int], classes: list[str], cfg: AudioDataConfig,
@@ -116,11 +118,17 @@ class AudioClips(Dataset):
         self.length = round(cfg.clip_seconds * cfg.sample_rate)
         self.snr_db = tuple(snr_db) if snr_db is not None else None
         self.noise_colour = noise_colour
-        self.seed, self.epoch = torch.initial_seed(), 0
-        self.info = {
+        self.seed, self.epoch, self.stats_items = torch.initial_seed(), 0, cfg.stats_items
+        self.front_end = {
             "sample_rate": cfg.sample_rate, "clip_samples": self.length, "n_fft": cfg.n_fft,
             "hop_length": cfg.hop_length, "n_mels": cfg.n_mels, "f_min": cfg.f_min, "f_max": cfg.f_max,
         }
+
+    @cached_property
+    def info(self) -> dict:
+        if not self.training:
+            return dict(self.front_end)
+        return {**self.front_end, **compute_statistics(self, self.stats_items)}
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -177,16 +185,10 @@ def compute_statistics(dataset: AudioClips, items: int) -> dict[str, float]:
         raise DataError(f"None of the audio files under {dataset.root} could be read; see the warnings above.")
     total, total_sq, count = 0.0, 0.0, 0
     for start in range(0, len(waves), 256):
-        logmel = log_mel(torch.stack(waves[start : start + 256]), dataset.info, torch.device("cpu")).double()
+        logmel = log_mel(torch.stack(waves[start : start + 256]), dataset.front_end, torch.device("cpu")).double()
         total, total_sq, count = total + logmel.sum().item(), total_sq + logmel.pow(2).sum().item(), count + logmel.numel()
     mean = total / count
     return {"mean": mean, "std": math.sqrt(max(total_sq / count - mean**2, 1e-12))}
-
-
-def _with_statistics(dataset: AudioClips, cfg: AudioDataConfig, split: str) -> AudioClips:
-    if split == "train":
-        dataset.info.update(compute_statistics(dataset, cfg.stats_items))
-    return dataset
 
 
 # --------------------------------------------------------------------- spoken digits
@@ -277,8 +279,6 @@ def spoken_digits(cfg: AudioDataConfig, split: str) -> AudioClips:
     if unknown or not cfg.test_accents or len(set(cfg.test_accents)) == len(ACCENTS):
         raise DataError(f"data.test_accents must name some, not all, of {', '.join(ACCENTS)}; got {list(cfg.test_accents)}.")
     root = prepare_spoken_digits(cfg)
-    if json.loads((root / "manifest.json").read_text())["sample_rate"] != cfg.sample_rate:
-        log.info("spoken-digits in %s is stored at another rate; it is resampled on reading", root)
     accents = [a for a in ACCENTS if (a in cfg.test_accents) == (split == "test")]
     files, labels = [], []
     for accent in accents:
@@ -286,8 +286,7 @@ def spoken_digits(cfg: AudioDataConfig, split: str) -> AudioClips:
             found = sorted((root / accent / word).glob("*.wav"))
             files += found
             labels += [label] * len(found)
-    dataset = AudioClips(files, labels, DIGITS, cfg, split == "train", root, cfg.snr_db, cfg.noise_colour)
-    return _with_statistics(dataset, cfg, split)
+    return AudioClips(files, labels, DIGITS, cfg, split == "train", root, cfg.snr_db, cfg.noise_colour)
 
 
 spoken_digits.prepare = prepare_spoken_digits
@@ -318,8 +317,7 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
         labels = [-1] * len(files)
     else:
         raise DataError(f"{root} has no {split}/ folder: evaluation needs labelled audio in {split_dir}/CLASS/.")
-    dataset = AudioClips(files, labels, classes, cfg, split == "train", base)
-    return _with_statistics(dataset, cfg, split) if files else dataset
+    return AudioClips(files, labels, classes, cfg, split == "train", base)
 
 
 # ------------------------------------------------------------------------- front end

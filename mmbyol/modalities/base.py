@@ -67,14 +67,21 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
 
 
 class Subset(torch.utils.data.Subset):
-    """A subset that keeps the parent's ``classes`` and ``info``."""
+    """A subset that keeps the parent's ``classes``, ``info`` (read when asked for: it may be
+    computed lazily) and ``set_epoch``."""
 
     def __init__(self, dataset: Dataset, indices):
         super().__init__(dataset, list(indices))
-        self.classes = getattr(dataset, "classes", [])
-        self.info = getattr(dataset, "info", {})
         if hasattr(dataset, "set_epoch"):
             self.set_epoch = dataset.set_epoch
+
+    @property
+    def classes(self) -> list[str]:
+        return getattr(self.dataset, "classes", [])
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return getattr(self.dataset, "info", {})
 
 
 def build_encoder(modality: str, encoder_cfg: dict[str, Any] | DictConfig, info: dict[str, Any]) -> nn.Module:
