@@ -101,13 +101,14 @@ def coloured_noise(n: int, exponent: float, generator: torch.Generator) -> torch
 class AudioClips(Dataset):
     """Audio files as fixed-length waveforms with labels (-1 when unlabelled).
 
-    Training draws a crop of ``clip_seconds`` from a longer clip, or places a shorter one at a
-    random offset in a zero window; the draw depends on (seed, epoch, index) only (see
-    ``set_epoch``), so a resumed run reads the same items. Evaluation takes the centre.
+    Once the training loop has called ``set_epoch``, an item is a crop of ``clip_seconds`` at a
+    random place in a longer clip, or a shorter clip at a random offset in a zero window; the draw
+    depends on (seed, epoch, index) only, so a resumed run reads the same items. Before that
+    (evaluation, statistics, ``mmbyol views``) an item is the centred window: the same on every read.
     With ``snr_db``, each clip is mixed with coloured noise (``noise_colour``) whose SNR and
     samples are fixed by the file's name, so the noisy set is the same on every read.
     An unreadable or empty file is logged and its item is ``None`` (skipped and counted).
-    ``info`` holds the front-end settings and, for a training split, the normalization
+    ``info`` holds the front-end settings and, for a training split (``training``), the normalization
     statistics, computed on first use (evaluating an exported encoder never needs them).
     """
 
@@ -118,7 +119,7 @@ class AudioClips(Dataset):
         self.length = round(cfg.clip_seconds * cfg.sample_rate)
         self.snr_db = tuple(snr_db) if snr_db is not None else None
         self.noise_colour = noise_colour
-        self.seed, self.epoch, self.stats_items = torch.initial_seed(), 0, cfg.stats_items
+        self.seed, self.epoch, self.stats_items = torch.initial_seed(), None, cfg.stats_items
         self.front_end = {
             "sample_rate": cfg.sample_rate, "clip_samples": self.length, "n_fft": cfg.n_fft,
             "hop_length": cfg.hop_length, "n_mels": cfg.n_mels, "f_min": cfg.f_min, "f_max": cfg.f_max,
@@ -130,7 +131,7 @@ class AudioClips(Dataset):
             return dict(self.front_end)
         return {**self.front_end, **compute_statistics(self, self.stats_items)}
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int | None) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -144,7 +145,7 @@ class AudioClips(Dataset):
             log.warning("skipping unreadable audio %s: %s", path, error)
             return None
         excess = len(wave) - self.length
-        if self.training:
+        if self.epoch is not None:
             generator = torch.Generator().manual_seed(_stable_seed(self.seed, self.epoch, index))
             offset = int(torch.randint(abs(excess) + 1, (1,), generator=generator))
         else:
@@ -175,12 +176,12 @@ class AudioClips(Dataset):
 def compute_statistics(dataset: AudioClips, items: int) -> dict[str, float]:
     """Mean and std of the log-mel values of up to ``items`` clips spread over the data set,
     taken as evaluation takes them (centred); the normalization every run of this data keeps."""
-    training, dataset.training = dataset.training, False
+    epoch, dataset.epoch = dataset.epoch, None
     try:
         step = max(1, len(dataset) // items)
         waves = [item[0] for item in (dataset[i] for i in range(0, len(dataset), step)[:items]) if item is not None]
     finally:
-        dataset.training = training
+        dataset.epoch = epoch
     if not waves:
         raise DataError(f"None of the audio files under {dataset.root} could be read; see the warnings above.")
     total, total_sq, count = 0.0, 0.0, 0
