@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's data packages (DESIGN §5), installed only when missing: Fashion-MNIST, and espeak-ng
-# that synthesizes the spoken digits.
-DATA_PACKAGES := dataset-fashion-mnist espeak-ng
+# Debian's data packages (DESIGN §5), installed only when missing: Fashion-MNIST, espeak-ng that
+# synthesizes the spoken digits, and WordNet whose noun definitions are the text data set.
+DATA_PACKAGES := dataset-fashion-mnist espeak-ng wordnet-base
 data:
 	@dpkg -s $(DATA_PACKAGES) >/dev/null 2>&1 || \
 		{ $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(DATA_PACKAGES); }

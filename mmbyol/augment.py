@@ -19,31 +19,35 @@ from torch import nn
 from .errors import ConfigError
 from .registry import AUGMENTATIONS
 
-Batch = Any  # a tensor, or a mapping of tensors sharing the batch dimension (e.g. ids and mask)
+# A batch is a tensor, or a mapping whose tensors share the batch dimension (e.g. token ids and
+# attention mask) and whose other values are constants of the whole batch (e.g. the [MASK] id).
+Batch = Any
+
+
+def _first_tensor(x: Mapping) -> torch.Tensor:
+    return next(value for value in x.values() if isinstance(value, torch.Tensor))
 
 
 def batch_size(x: Batch) -> int:
-    if isinstance(x, Mapping):
-        return next(iter(x.values())).shape[0]
-    return x.shape[0]
+    return (_first_tensor(x) if isinstance(x, Mapping) else x).shape[0]
 
 
 def batch_device(x: Batch) -> torch.device:
-    if isinstance(x, Mapping):
-        return next(iter(x.values())).device
-    return x.device
+    return (_first_tensor(x) if isinstance(x, Mapping) else x).device
 
 
 def select_rows(x: Batch, index: torch.Tensor) -> Batch:
     if isinstance(x, Mapping):
-        return {key: value[index] for key, value in x.items()}
-    return x[index]
+        return {key: select_rows(value, index) for key, value in x.items()}
+    return x[index] if isinstance(x, torch.Tensor) else x
 
 
 def replace_rows(x: Batch, index: torch.Tensor, rows: Batch) -> Batch:
     """A copy of ``x`` whose rows at ``index`` are ``rows``; ``x`` itself is left untouched."""
     if isinstance(x, Mapping):
         return {key: replace_rows(value, index, rows[key]) for key, value in x.items()}
+    if not isinstance(x, torch.Tensor):
+        return x
     out = x.clone()
     out[index] = rows.to(out.dtype)
     return out

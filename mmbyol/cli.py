@@ -16,8 +16,8 @@ log = logging.getLogger("mmbyol")
 
 USAGE = """mmbyol train [modality=image|audio|text] [key=value ...]   train; prints the run directory
 mmbyol eval RUN_DIR [key=value ...]                        linear probe + kNN -> eval.json, one JSON line
-mmbyol views [modality=NAME] [out=views.png] [n=8] [key=value ...]
-                                                           picture of augmented view pairs
+mmbyol views [modality=NAME] [out=FILE] [n=8] [key=value ...]
+                                                           augmented view pairs (a picture; text: decoded)
 mmbyol list                                                registered modalities, encoders, augmentations, data sets
 mmbyol config [modality=NAME] [key=value ...]              the resolved config as YAML
 mmbyol data prepare NAME [key=value ...]                   build or check a local data set"""
@@ -72,8 +72,8 @@ def cmd_views(args) -> None:
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     with torch.no_grad():
         view1, view2 = views(batch, generator)
-    out = Path(options.get("out", "views.png"))
-    modality.render_views(batch, view1, view2, out)
+    out = Path(options.get("out", modality.views_file))
+    modality.render_views(batch, view1, view2, out, dataset.info)
     print(out)
 
 

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mmbyol.plugins"
 # The modalities that ship with mmbyol; they register themselves on import, like any plugin.
-BUILTIN_MODULES = ("mmbyol.modalities.image", "mmbyol.modalities.audio")
+BUILTIN_MODULES = ("mmbyol.modalities.image", "mmbyol.modalities.audio", "mmbyol.modalities.text")
 
 
 class Registry:

@@ -352,7 +352,8 @@ def prepare_audio(waves: torch.Tensor, device: torch.device, info: dict) -> torc
     return (log_mel(waves, info, device) - info["mean"]) / info["std"]
 
 
-def save_spectrograms(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path) -> None:
+def save_spectrograms(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
+                      info: dict | None = None) -> None:
     """Rows: original / view 1 / view 2 spectrograms (low frequencies at the bottom), each
     scaled to its own range, enlarged 3× so the picture is legible."""
     grid = torch.cat([original, view1, view2]).float().cpu().flip(-2)

@@ -29,7 +29,9 @@ class Modality:
     - ``prepare(batch, device, info)``: deterministic preprocessing on the device (uint8 → float,
       waveform → normalized log-mel …), before the augmentations; ``info`` is the training data
       set's (saved with the run and in the exported encoder's ``metadata["info"]``);
-    - ``render_views(original, view1, view2, path)``: a picture of view pairs (``mmbyol views``);
+    - ``render_views(original, view1, view2, path, info)``: a picture (or text) of view pairs, the
+      prepared batch and its two views, written to ``path`` (``mmbyol views``; default file name
+      ``views_file``);
     - ``channels_last``: use the channels-last memory format (image-like batches; faster
       convolutions on CUDA and on CPU).
 
@@ -43,7 +45,8 @@ class Modality:
     data_config: type
     collate: Callable[[list[Any]], Any]
     prepare: Callable[[Any, torch.device, dict[str, Any]], Any]
-    render_views: Callable[[Any, Any, Any, Path], None]
+    render_views: Callable[[Any, Any, Any, Path, dict[str, Any]], None]
+    views_file: str = "views.png"
     channels_last: bool = False
     config_file: Path | None = None
     description: str = ""

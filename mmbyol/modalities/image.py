@@ -179,7 +179,8 @@ def prepare_images(batch: torch.Tensor, device: torch.device, info: dict) -> tor
     return batch.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=torch.channels_last)
 
 
-def save_view_grid(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path) -> None:
+def save_view_grid(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
+                   info: dict | None = None) -> None:
     """Rows: originals, view 1, view 2; small images are enlarged so the picture is legible."""
     grid = torch.cat([original, view1, view2]).float().cpu().clamp(0, 1)
     if grid.shape[-1] < 96:
