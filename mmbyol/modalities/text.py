@@ -405,36 +405,44 @@ def content_index(batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, to
     return content, content.long().cumsum(dim=1) - 1, content.sum(dim=1)
 
 
+class _RateAugmentation(Augmentation):
+    """An augmentation with one ``rate`` in [0, 1] (in [0, 1) unless ``rate_may_be_one``)."""
+
+    rate_may_be_one = False
+
+    def __init__(self, rate: float, p: float = 1.0):
+        super().__init__(p)
+        if not (0.0 <= rate <= 1.0 if self.rate_may_be_one else 0.0 <= rate < 1.0):
+            raise ValueError(f"rate must lie in [0, 1{']' if self.rate_may_be_one else ')'}, got {rate}")
+        self.rate = rate
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, p={self.p}"
+
+
 @register_augmentation("text", "token_mask")
-class TokenMask(Augmentation):
+class TokenMask(_RateAugmentation):
     """Each token (special tokens aside) replaced by the mask token with probability ``rate``
     (BERT's masking, as a view)."""
 
+    rate_may_be_one = True
+
     def __init__(self, rate: float = 0.15, p: float = 1.0):
-        super().__init__(p)
-        if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must lie in [0, 1], got {rate}")
-        self.rate = rate
+        super().__init__(rate, p)
 
     def apply(self, x: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         ids = x["input_ids"]
         chosen = content_mask(x) & (torch.rand(ids.shape, generator=generator, device=ids.device) < self.rate)
         return {**x, "input_ids": ids.masked_fill(chosen, x["mask_token_id"])}
 
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}, p={self.p}"
-
 
 @register_augmentation("text", "token_delete")
-class TokenDelete(Augmentation):
+class TokenDelete(_RateAugmentation):
     """Each token (special tokens aside) deleted with probability ``rate``; the rest close up.
     A row never loses all its tokens: when every one was drawn, one of them stays."""
 
     def __init__(self, rate: float = 0.1, p: float = 1.0):
-        super().__init__(p)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"rate must lie in [0, 1), got {rate}")
-        self.rate = rate
+        super().__init__(rate, p)
 
     def apply(self, x: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         content = content_mask(x)
@@ -445,9 +453,6 @@ class TokenDelete(Augmentation):
         best = score.masked_fill(~content, -1.0).argmax(dim=1)
         keep[empty, best[empty]] = True
         return keep_tokens(x, keep)
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}, p={self.p}"
 
 
 @register_augmentation("text", "span_crop")
@@ -502,22 +507,16 @@ class LocalShuffle(Augmentation):
 
 
 @register_augmentation("text", "dropout")
-class Dropout(Augmentation):
+class Dropout(_RateAugmentation):
     """SimCSE's minimal view (Gao et al. 2021): the tokens unchanged, the encoder's dropout at
     ``rate`` for this view (on the embeddings and after every sub-layer, an independent mask per
     token). The encoder applies no dropout to a view without it."""
 
     def __init__(self, rate: float = 0.1, p: float = 1.0):
-        super().__init__(p)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"rate must lie in [0, 1), got {rate}")
-        self.rate = rate
+        super().__init__(rate, p)
 
     def apply(self, x: dict[str, Any], generator: torch.Generator) -> dict[str, Any]:
         return {**x, "dropout": torch.full_like(x["dropout"], self.rate)}
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}, p={self.p}"
 
 
 # ------------------------------------------------------------------------------- encoders
