@@ -30,6 +30,27 @@ def fashion_mnist() -> str:
     return FASHION_MNIST_ROOT
 
 
+def train_interrupted(cfg, interrupt_at: int, monkeypatch) -> None:
+    """Train as ``cfg`` says, with Ctrl-C (SIGINT) during step ``interrupt_at``: the loop finishes
+    that step, saves a checkpoint and raises KeyboardInterrupt, as a user's Ctrl-C does."""
+    import importlib
+    import signal
+
+    train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
+    original, calls = train_module.train_step, []
+
+    def interrupted_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == interrupt_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", interrupted_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(cfg)
+    monkeypatch.setattr(train_module, "train_step", original)
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check: bool = True):
     """``python -m mmbyol ARGS`` in a subprocess, as a user runs it."""
     result = subprocess.run([sys.executable, "-m", "mmbyol", *args], cwd=cwd, capture_output=True, text=True,

@@ -1,6 +1,4 @@
 import importlib
-import os
-import signal
 
 import pytest
 import torch
@@ -9,7 +7,7 @@ from mmbyol.config import load_config
 from mmbyol.errors import CheckpointError, TrainingDiverged
 from mmbyol.train import load_checkpoint, train
 
-from .conftest import TINY
+from .conftest import TINY, train_interrupted
 
 train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
 
@@ -38,20 +36,9 @@ def test_run_directory_layout(tmp_path, fashion_mnist):
 def test_resume_after_half_the_steps_equals_straight_training(tmp_path, fashion_mnist, monkeypatch):
     straight = train(config(tmp_path, "straight"))
 
-    original, calls = train_module.train_step, []
-
-    def interrupted_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:  # Ctrl-C during step 3: the loop finishes the step, saves, stops
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path, "resumed"))
+    train_interrupted(config(tmp_path, "resumed"), 3, monkeypatch)  # the loop finishes step 3, saves, stops
     half = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert half["step"] == 3
-    monkeypatch.setattr(train_module, "train_step", original)
     train(config(tmp_path, "resumed", "resume=auto"))
 
     a = load_checkpoint(straight / "checkpoints" / "last.pt")

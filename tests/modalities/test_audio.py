@@ -16,7 +16,7 @@ from mmbyol.modalities import audio
 from mmbyol.modalities.base import build_dataset, build_encoder, collate_items, get_modality
 from mmbyol.registry import AUGMENTATIONS
 
-from ..conftest import run_cli
+from ..conftest import run_cli, train_interrupted
 
 INFO = {"sample_rate": 16000, "clip_samples": 15200, "n_fft": 1024, "hop_length": 160, "n_mels": 64,
         "f_min": 60.0, "f_max": 7800.0, "mean": -10.0, "std": 5.0}
@@ -305,24 +305,11 @@ def test_espeak_synthesis_writes_16_khz_mono(tmp_path):
 def test_resume_after_half_the_steps_equals_straight_training(tmp_path, tone_folder, monkeypatch):
     """Random crops, dropout and mixup's memory all come back exactly after an interruption."""
     import importlib
-    import os
-    import signal
 
     train_module = importlib.import_module("mmbyol.train")
     options = [*AUDIO_TINY, f"data.root={tone_folder}", "trainer.max_steps=8"]  # two epochs of 5 batches, and some
     straight = train_module.train(load_config([*options, f"run.dir={tmp_path / 'straight'}"]))
-    original, calls = train_module.train_step, []
-
-    def interrupted_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 6:  # in the second epoch
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}"]))
-    monkeypatch.setattr(train_module, "train_step", original)
+    train_interrupted(load_config([*options, f"run.dir={tmp_path / 'resumed'}"]), 6, monkeypatch)  # in epoch 2
     train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}", "resume=auto"]))
     a = train_module.load_checkpoint(straight / "checkpoints" / "last.pt")
     b = train_module.load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")

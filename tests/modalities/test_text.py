@@ -10,7 +10,7 @@ from mmbyol.modalities import text
 from mmbyol.modalities.base import build_dataset, build_encoder, get_modality
 from mmbyol.registry import AUGMENTATIONS
 
-from ..conftest import run_cli
+from ..conftest import run_cli, train_interrupted
 
 TEXT_AUGMENTATIONS = ["token_mask", "token_delete", "span_crop", "local_shuffle", "dropout"]
 TOKEN_AUGMENTATIONS = ["token_mask", "token_delete", "span_crop", "local_shuffle"]  # those that change tokens
@@ -274,26 +274,13 @@ def test_text_file_errors_say_what_to_do(tmp_path):
 def test_resume_after_half_the_steps_equals_straight_training(tmp_path, corpus_files, info, monkeypatch):
     """Dropout (the global RNG) and the view generator come back exactly after an interruption."""
     import importlib
-    import os
-    import signal
 
     train_module = importlib.import_module("mmbyol.train")
     (tmp_path / "tokenizer.json").write_text(info["tokenizer"])  # one tokenizer for both runs
     options = [*TEXT_TINY, f"data.train={corpus_files / 'train.jsonl'}", "trainer.max_steps=8",
                f"data.tokenizer={tmp_path / 'tokenizer.json'}"]
     straight = train_module.train(load_config([*options, f"run.dir={tmp_path / 'straight'}"]))
-    original, calls = train_module.train_step, []
-
-    def interrupted_step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 7:  # in the second epoch
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_step", interrupted_step)
-    with pytest.raises(KeyboardInterrupt):
-        train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}"]))
-    monkeypatch.setattr(train_module, "train_step", original)
+    train_interrupted(load_config([*options, f"run.dir={tmp_path / 'resumed'}"]), 7, monkeypatch)  # in epoch 2
     train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}", "resume=auto"]))
     a = train_module.load_checkpoint(straight / "checkpoints" / "last.pt")
     b = train_module.load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
