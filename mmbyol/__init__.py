@@ -2,7 +2,7 @@
 and augmentations."""
 
 from .augment import Augmentation, Compose, ViewPair, build_views
-from .byol import BYOL, SimCLR
+from .byol import BYOL, SimCLR, Supervised
 from .config import load_config
 from .errors import CheckpointError, ConfigError, DataError, MMBYOLError, TrainingDiverged
 from .evaluate import evaluate, load_encoder
@@ -22,7 +22,7 @@ from .train import train
 __version__ = "0.1.0"
 
 __all__ = [
-    "BYOL", "SimCLR", "Augmentation", "Compose", "ViewPair", "build_views", "load_config", "train",
+    "BYOL", "SimCLR", "Supervised", "Augmentation", "Compose", "ViewPair", "build_views", "load_config", "train",
     "evaluate", "load_encoder", "byol_loss", "info_nce_loss", "LARS", "lr_schedule", "tau_schedule",
     "Modality", "register_augmentation", "register_dataset", "register_encoder", "register_modality",
     "list_names", "MMBYOLError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",

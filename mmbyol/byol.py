@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .heads import MLP
@@ -34,7 +35,8 @@ class BYOL(nn.Module):
     def target_parameters(self) -> list[nn.Parameter]:
         return [*self.target_encoder.parameters(), *self.target_projector.parameters()]
 
-    def forward(self, view1, view2, return_outputs: bool = False):
+    def forward(self, view1, view2, labels=None, return_outputs: bool = False):
+        """``labels`` is accepted for a common interface and unused: BYOL is self-supervised."""
         h1, h2 = self.online_encoder(view1), self.online_encoder(view2)
         z1, z2 = self.online_projector(h1), self.online_projector(h2)
         p1, p2 = self.predictor(z1), self.predictor(z2)
@@ -65,13 +67,37 @@ class SimCLR(nn.Module):
         self.online_projector = MLP(feature_dim, hidden_dim, projection_dim)
         self.temperature = temperature
 
-    def forward(self, view1, view2, return_outputs: bool = False):
+    def forward(self, view1, view2, labels=None, return_outputs: bool = False):
         h1 = self.online_encoder(view1)
         z1 = self.online_projector(h1)
         z2 = self.online_projector(self.online_encoder(view2))
         loss = info_nce_loss(z1, z2, self.temperature)
         if return_outputs:
             return loss, {"h": h1.detach(), "z": z1.detach()}
+        return loss
+
+    def update_target(self, tau: float) -> None:
+        """No target network: nothing to do."""
+
+
+class Supervised(nn.Module):
+    """The upper bound of the comparisons: the same encoder trained with labels, a linear
+    classifier on h, cross-entropy averaged over both augmented views (so it sees the same
+    inputs and encoder passes per step as the self-supervised objectives)."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.online_encoder = encoder
+        self.classifier = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, view1, view2, labels=None, return_outputs: bool = False):
+        if labels is None:
+            raise ValueError("the supervised objective needs the batch labels")
+        h1, h2 = self.online_encoder(view1), self.online_encoder(view2)
+        loss = (F.cross_entropy(self.classifier(h1).float(), labels) +
+                F.cross_entropy(self.classifier(h2).float(), labels)) / 2
+        if return_outputs:
+            return loss, {"h": h1.detach(), "z": h1.detach()}
         return loss
 
     def update_target(self, tau: float) -> None:

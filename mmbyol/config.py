@@ -87,7 +87,7 @@ class Config:
     modality: str = "image"
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    objective: str = "byol"  # byol | infonce
+    objective: str = "byol"  # byol | infonce | supervised (the labelled upper bound)
     resume: str | None = None  # auto | PATH to a checkpoint
     plugins: list[str] = field(default_factory=list)
     run: RunConfig = field(default_factory=RunConfig)
@@ -101,7 +101,7 @@ class Config:
 
 
 CHOICES = {
-    "objective": ("byol", "infonce"),
+    "objective": ("byol", "infonce", "supervised"),
     "optim.name": ("lars", "adamw", "sgd"),
     "trainer.precision": ("auto", "fp32", "bf16"),
     "eval.init": ("trained", "random"),

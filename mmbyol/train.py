@@ -26,7 +26,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from .augment import ViewPair, build_views
-from .byol import BYOL, SimCLR
+from .byol import BYOL, SimCLR, Supervised
 from .config import load_config, to_container
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .modalities.base import Modality, build_dataset, build_encoder, collate_items, get_modality
@@ -81,7 +81,13 @@ def load_train_config(overrides: Sequence[str]) -> DictConfig:
     return load_config(overrides, base=saved)
 
 
-def build_model(cfg: DictConfig, encoder: nn.Module) -> nn.Module:
+def build_model(cfg: DictConfig, encoder: nn.Module, num_classes: int = 0) -> nn.Module:
+    """The model of ``cfg.objective``; ``num_classes`` is read by ``objective=supervised`` only."""
+    if cfg.objective == "supervised":
+        if num_classes < 2:
+            raise DataError(f"objective=supervised needs a labelled data set with at least two classes; "
+                            f"{cfg.data.name!r} has {num_classes}. Use a labelled data set or objective=byol.")
+        return Supervised(encoder, encoder.out_dim, num_classes)
     if cfg.objective == "infonce":
         return SimCLR(encoder, encoder.out_dim, cfg.model.hidden_dim, cfg.model.projection_dim,
                       temperature=cfg.model.temperature)
@@ -285,13 +291,14 @@ def threading_main() -> bool:
 # ------------------------------------------------------------------------------ loop
 
 
-def train_step(model, views: ViewPair, batch, generator, optimizer, lr: float, tau: float, autocast):
-    """One BYOL step: two views, the symmetric loss, the optimizer step, the target update."""
+def train_step(model, views: ViewPair, batch, generator, optimizer, lr: float, tau: float, autocast, labels=None):
+    """One BYOL step: two views, the symmetric loss, the optimizer step, the target update
+    (``labels`` only for ``objective=supervised``)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
     view1, view2 = views(batch, generator)
     with autocast():
-        loss, outputs = model(view1, view2, return_outputs=True)
+        loss, outputs = model(view1, view2, labels=labels, return_outputs=True)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -330,7 +337,7 @@ def train(cfg: DictConfig) -> Path:
     base_lr = cfg.optim.lr * batch_size / 256
 
     encoder = build_encoder(cfg.modality, cfg.encoder, info)
-    model = build_model(cfg, encoder).to(device)
+    model = build_model(cfg, encoder, len(getattr(dataset, "classes", []))).to(device)
     if modality.channels_last:  # faster convolutions on CUDA and on CPU (oneDNN) alike
         model = model.to(memory_format=torch.channels_last)
     views = build_views(cfg.modality, to_container(cfg.augment)["view1"], to_container(cfg.augment)["view2"]).to(device)
@@ -377,7 +384,13 @@ def train(cfg: DictConfig) -> Path:
                     step += 1
                     continue
                 batch = modality.prepare(inputs, device, info)
-                loss, outputs = train_step(forward_model, views, batch, generator, optimizer, lr, tau, autocast)
+                if cfg.objective == "supervised":
+                    if (labels < 0).any():
+                        raise DataError(f"objective=supervised met unlabelled items in {cfg.data.name!r}; "
+                                        f"it needs every training item labelled.")
+                    labels = labels.to(device, non_blocking=True)
+                loss, outputs = train_step(forward_model, views, batch, generator, optimizer, lr, tau, autocast,
+                                           labels if cfg.objective == "supervised" else None)
                 loss_value = float(loss)
                 step += 1
                 if not math.isfinite(loss_value):

@@ -1,9 +1,11 @@
 import copy
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from mmbyol.byol import BYOL, SimCLR
+from mmbyol.byol import BYOL, SimCLR, Supervised
 
 
 class Tiny(nn.Module):
@@ -89,3 +91,16 @@ def test_simclr_has_the_same_interface_and_no_target():
     assert loss.ndim == 0 and outputs["z"].shape == (8, 5) and outputs["h"].shape == (8, 6)
     model.update_target(0.99)
     assert not any("target" in name for name, _ in model.named_parameters())
+
+
+def test_supervised_loss_is_the_mean_cross_entropy_of_both_views():
+    torch.manual_seed(0)
+    model = Supervised(Tiny(), feature_dim=6, num_classes=3)
+    view1, view2, labels = torch.randn(8, 4), torch.randn(8, 4), torch.randint(0, 3, (8,))
+    loss, outputs = model(view1, view2, labels=labels, return_outputs=True)
+    expected = (F.cross_entropy(model.classifier(model.online_encoder(view1)), labels) +
+                F.cross_entropy(model.classifier(model.online_encoder(view2)), labels)) / 2
+    assert torch.allclose(loss, expected)
+    assert outputs["h"].shape == (8, 6)
+    with pytest.raises(ValueError, match="labels"):
+        model(view1, view2)

@@ -94,6 +94,14 @@ def test_infonce_objective_trains(tmp_path, fashion_mnist):
     assert not any(k.startswith("target") for k in state["model"])
 
 
+def test_supervised_objective_trains_a_classifier_on_the_labels(tmp_path, fashion_mnist):
+    run = train(config(tmp_path, "supervised", "objective=supervised"))
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert state["model"]["classifier.weight"].shape == (10, 128)
+    assert not any(k.startswith("target") for k in state["model"])
+    assert (run / "encoder.safetensors").exists()
+
+
 def test_collapse_monitor_tells_healthy_from_collapsed():
     from mmbyol.train import collapsed, effective_rank, projection_std
 
