@@ -1,0 +1,47 @@
+"""The comparison benchmark end to end on seconds-long runs (its `smoke` profile)."""
+
+import json
+import sys
+
+import pytest
+
+from .conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+compare = pytest.importorskip("compare_modalities")
+
+
+def test_plan_shares_runs_between_parts_and_lists_every_variant():
+    jobs = compare.plan(["image"], ["table", "batch", "augment"], compare.PROFILES["smoke"], {"image": [{"name": "solarize", "p": 0.5}]})
+    ids = [job.id for job in jobs]
+    assert len(ids) == len(set(ids))
+    # table: 2 seeds × 4 methods; batch: 2 objectives × 2 sizes, the default size shared with the table;
+    # augment (the smoke pair is crop + flip): 2 removals, crop only and one addition, the default shared
+    assert len(jobs) == 8 + 2 + 4
+    variants = {job.variant for job in jobs if job.method == "byol" and job.seed == 0}
+    assert variants == {"-random_resized_crop", "-horizontal_flip", "crop only", "+solarize", "default"}
+    crop_only = next(job for job in jobs if job.variant == "crop only")
+    assert all("random_resized_crop" in o and "horizontal_flip" not in o for o in crop_only.overrides)
+    added = next(job for job in jobs if job.variant == "+solarize")
+    assert all(o.endswith('{"name": "solarize", "p": 0.5}]') for o in added.overrides)
+
+
+@pytest.mark.slow
+def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = compare.main(["--profile", "smoke", "--modalities", "image", "--parts", "table", "augment", "throughput",
+                         "--augment", "{name: solarize, p: 0.5}", "--out", str(tmp_path / "out"),
+                         "--throughput-steps", "2"])
+    assert code == 0
+    results = json.loads((tmp_path / "out" / "compare_modalities.json").read_text())
+    methods = {(r["method"], r["seed"]) for r in results["records"]}
+    assert methods >= {(m, s) for m in ("byol", "untrained", "supervised", "infonce") for s in (0, 1)}
+    for record in results["records"]:
+        assert record["config"]["modality"] == "image" and 0 <= record["linear_acc"] <= 1
+    assert results["throughput"][0]["full_step_samples_per_s"] > 0
+    report = (tmp_path / "out" / "compare_modalities.md").read_text()
+    assert "## Modality table" in report and "## Augmentation value" in report and "+solarize" in report
+    assert (tmp_path / "out" / "augment_value.png").stat().st_size > 1000
+    for record in results["records"]:  # every figure is traceable to its record
+        if record["variant"] == "default" and record["default_batch"]:
+            assert f"`{record['id']}`" in report
