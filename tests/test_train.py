@@ -29,7 +29,7 @@ def test_run_directory_layout(tmp_path, fashion_mnist):
     assert {"step", "epoch", "loss", "tau", "lr", "z_std", "rank", "samples_per_s"} <= set(lines[0])
     from mmbyol.schedules import tau_schedule
 
-    assert lines[-1]["tau"] == pytest.approx(tau_schedule(5, 6, 0.99))  # the τ of the last step, k = K − 1
+    assert lines[-1]["tau"] == pytest.approx(tau_schedule(5, 6, state["config"]["model"]["tau_base"]))  # the τ of the last step, k = K − 1
     assert not list(run.rglob("*.tmp"))
 
 
