@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import platform
@@ -40,6 +41,7 @@ from typing import Any
 
 import torch
 import yaml
+from throughput import timed  # benchmarks/throughput.py, this script's neighbour
 
 from mmbyol.config import load_config, to_container
 from mmbyol.evaluate import evaluate
@@ -203,33 +205,25 @@ def throughput(modality: str, profile: list[str], steps: int, warmup: int = 3) -
     autocast = autocast_context(cfg, device)
     batch_size = cfg.data.batch_size
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     batches = (b for epoch in range(1000) for b in make_loader(dataset, spec, cfg, epoch, 0, device))
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync()
-            start = time.perf_counter()
-        inputs, _labels, _skipped = next(batches)
+
+    def full_step(batch):
+        inputs, _labels, _skipped = batch
         train_step(model, views, spec.prepare(inputs, device, dataset.info), generator, optimizer, 1e-4, 0.99, autocast)
-    sync()
-    full = steps * batch_size / (time.perf_counter() - start)
+
+    full = timed(batches, full_step, steps, warmup, batch_size)
 
     inputs, _labels, _skipped = next(batches)
     prepared = spec.prepare(inputs, device, dataset.info)
     encoder.train()
-    for i in range(warmup + steps):
-        if i == warmup:
-            sync()
-            start = time.perf_counter()
+
+    def encoder_step(prepared):
         with autocast():
             loss = encoder(prepared).float().square().mean()
         loss.backward()
         encoder.zero_grad(set_to_none=True)
-    sync()
-    bare = steps * batch_size / (time.perf_counter() - start)
+
+    bare = timed(itertools.repeat(prepared), encoder_step, steps, warmup, batch_size)
     return {"modality": modality, "encoder": cfg.encoder.name, "batch_size": batch_size,
             "precision": "fp32" if autocast is contextlib.nullcontext else "bf16",
             "device": str(device), "steps": steps, "full_step_samples_per_s": round(full, 1),

@@ -75,6 +75,8 @@ def timed(batches, step, steps: int, warmup: int, batch_size: int) -> float:
     iterator = iter(batches)
     for _ in range(warmup):
         step(next(iterator))
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # the warm-up's queued kernels are not timed
     start = time.perf_counter()
     for _ in range(steps):
         step(next(iterator))
