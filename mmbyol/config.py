@@ -78,7 +78,7 @@ class EvalConfig:
     knn_k: int = 200
     knn_temperature: float = 0.1
     batch_size: int = 512
-    test_limit: int | None = None  # use only the first N test items
+    test_limit: int | None = None  # use only N test items, evenly spaced through the test set
     seed: int = 0
 
 

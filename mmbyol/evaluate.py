@@ -156,6 +156,14 @@ def few_labels(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
     return torch.cat(chosen)
 
 
+def evenly_spaced(dataset, limit: int):
+    """``limit`` items spread evenly through ``dataset`` (all of it if it is smaller): not the
+    first ``limit``, so a set stored class by class (or accent by accent) keeps every class."""
+    if limit >= len(dataset):
+        return dataset
+    return torch.utils.data.Subset(dataset, (torch.arange(limit) * len(dataset) // limit).tolist())
+
+
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate the run's encoder (or, with ``eval.init=random``, an untrained one of the same
     config) and write ``eval.json`` (``eval-random.json``)."""
@@ -164,7 +172,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     train_set, test_set = build_dataset(cfg, "train"), build_dataset(cfg, "test")
     if cfg.eval.test_limit is not None:
-        test_set = torch.utils.data.Subset(test_set, range(min(cfg.eval.test_limit, len(test_set))))
+        test_set = evenly_spaced(test_set, cfg.eval.test_limit)
     if cfg.eval.init == "random":
         torch.manual_seed(cfg.seed)  # the very initialization the run started from
         info = train_set.info
