@@ -61,7 +61,7 @@ class DataConfig:
     name: str = "???"
     root: str | None = None
     batch_size: int = 256
-    limit: int | None = None  # use only the first N training items
+    limit: int | None = None  # use only N training items, evenly spaced through the set
     num_workers: int = 0
 
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from .config import load_config
 from .errors import CheckpointError, DataError
-from .modalities.base import Modality, build_dataset, build_encoder, collate_items, get_modality
+from .modalities.base import Modality, build_dataset, build_encoder, collate_items, evenly_spaced, get_modality
 from .registry import import_plugins
 from .train import autocast_context, resolve_device
 
@@ -154,14 +154,6 @@ def few_labels(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
                             f"eval.labels_per_class={per_class}.")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.cat(chosen)
-
-
-def evenly_spaced(dataset, limit: int):
-    """``limit`` items spread evenly through ``dataset`` (all of it if it is smaller): not the
-    first ``limit``, so a set stored class by class (or accent by accent) keeps every class."""
-    if limit >= len(dataset):
-        return dataset
-    return torch.utils.data.Subset(dataset, (torch.arange(limit) * len(dataset) // limit).tolist())
 
 
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 import torch
 
-from mmbyol.evaluate import evenly_spaced, few_labels, knn_accuracy, linear_probe
+from mmbyol.evaluate import few_labels, knn_accuracy, linear_probe
+from mmbyol.modalities.base import evenly_spaced
 
 
 def blobs(n_per_class=50, classes=4, dim=8, spread=0.3, seed=0):
@@ -46,7 +47,7 @@ def test_few_labels_is_balanced_and_deterministic():
     assert not torch.equal(chosen, few_labels(y, 3, seed=1))
 
 
-def test_test_limit_spreads_over_a_set_stored_class_by_class():
+def test_limits_spread_over_a_set_stored_class_by_class():
     labels = [c for c in range(10) for _ in range(125)]  # like spoken digits: one class after another
     subset = evenly_spaced(labels, 100)
     assert len(subset) == 100 and len(set(subset.indices)) == 100

@@ -57,16 +57,24 @@ def get_modality(name: str) -> Modality:
 
 
 def build_dataset(cfg: DictConfig, split: str) -> Dataset:
-    """The ``split`` ("train" or "test") of the configured data set, with ``data.limit`` applied
-    to the training split."""
+    """The ``split`` ("train" or "test") of the configured data set, with ``data.limit`` (that
+    many training items, evenly spaced) applied to the training split."""
     builder = DATASETS.get(cfg.modality, cfg.data.name)
     dataset = builder(cfg.data, split)
     if len(dataset) == 0:
         raise DataError(f"The {split} split of data set {cfg.data.name!r} is empty (data.root={cfg.data.root}). "
                         f"Point data.root at a folder that holds data.")
     if split == "train" and cfg.data.limit is not None:
-        dataset = Subset(dataset, range(min(cfg.data.limit, len(dataset))))
+        dataset = evenly_spaced(dataset, cfg.data.limit)
     return dataset
+
+
+def evenly_spaced(dataset: Dataset, limit: int) -> Dataset:
+    """``limit`` items spread evenly through ``dataset`` (all of it if it is smaller): not the
+    first ``limit``, so a set stored class by class (or accent by accent) keeps every class."""
+    if limit >= len(dataset):
+        return dataset
+    return Subset(dataset, (torch.arange(limit) * len(dataset) // limit).tolist())
 
 
 class Subset(torch.utils.data.Subset):
