@@ -44,6 +44,7 @@ import yaml
 from throughput import timed  # benchmarks/throughput.py, this script's neighbour
 
 from mmbyol.config import load_config, to_container
+from mmbyol.errors import MMBYOLError
 from mmbyol.evaluate import evaluate
 from mmbyol.registry import AUGMENTATIONS, import_plugins
 from mmbyol.train import train
@@ -508,4 +509,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except MMBYOLError as error:  # a bad config, data set or plugin: the message says what to do
+        sys.exit(f"compare_modalities: error: {error}")
