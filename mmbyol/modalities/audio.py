@@ -495,6 +495,33 @@ class RandomGain(Augmentation):
         return x + uniform(n, -self.gain, self.gain, generator, x.device).view(n, 1, 1, 1).to(x.dtype)
 
 
+@register_augmentation("audio", "noise")
+class AddNoise(Augmentation):
+    """Stationary noise mixed in the power domain, the way noisy recordings are made:
+    ``logaddexp(x, n)``, the noise floor ``n`` at ``level`` ~ U(low, high) relative to the
+    sample's mean level, tilted across the mel bins by ~ U(−tilt, tilt) (white to pink to brown,
+    roughly) and grainy cell by cell (Gaussian, std ``grain``); all in the normalized log-mel
+    units mixup uses. One draw per sample, so the two views of a clip get different noise and
+    the encoder is asked to see through it. The result is never below the input."""
+
+    def __init__(self, level: tuple[float, float] = (-2.0, 0.5), tilt: float = 1.0, grain: float = 0.3, p: float = 1.0):
+        super().__init__(p)
+        if level[0] > level[1] or tilt < 0 or grain < 0:
+            raise ValueError(f"level must be [low, high] with low <= high, tilt and grain non-negative; got {level}, {tilt}, {grain}")
+        self.level, self.tilt, self.grain = tuple(level), tilt, grain
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n, freqs = x.shape[0], x.shape[-2]
+        level = uniform(n, *self.level, generator, x.device).view(n, 1, 1, 1) + x.float().mean(dim=(1, 2, 3), keepdim=True)
+        slope = uniform(n, -self.tilt, self.tilt, generator, x.device).view(n, 1, 1, 1)
+        tilt = slope * torch.linspace(0.5, -0.5, freqs, device=x.device).view(1, 1, freqs, 1)
+        grain = torch.randn(x.shape, generator=generator, device=x.device) * self.grain
+        return torch.logaddexp(x, (level + tilt + grain).to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return f"level={self.level}, tilt={self.tilt}, grain={self.grain}, p={self.p}"
+
+
 class _Masking(Augmentation):
     """SpecAugment masking (Park et al. 2019) along one axis: ``count`` bands per sample, each of
     width ~ U{0..max_width} at a random place, set to ``value`` (0, the mean level). torchaudio's

@@ -179,6 +179,20 @@ def test_linear_fader_adds_a_straight_ramp_over_time():
     assert ramp.abs().max() <= 1.0 + 1e-5
 
 
+def test_noise_raises_the_floor_per_sample_and_never_lowers_the_input():
+    noise = build_augmentation("audio", {"name": "noise", "level": [-1.0, 0.0], "grain": 0.0, "tilt": 0.0})
+    x = spectrograms()
+    y = noise(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and (y >= x - 1e-6).all()
+    # without grain or tilt the floor is flat: cells far below it sit on it (logaddexp → the floor)
+    floor = y.amin(dim=(1, 2, 3))
+    mean = x.mean(dim=(1, 2, 3))
+    assert ((floor >= mean - 1.0 - 1e-4) & (floor <= mean + math.log(2) + 1e-4)).all()
+    assert floor.unique().numel() == len(x)  # an independent level per sample
+    quiet = build_augmentation("audio", {"name": "noise", "level": [-60.0, -60.0]})
+    assert torch.allclose(quiet(x, torch.Generator().manual_seed(0)), x, atol=1e-5)  # a floor far below: identity
+
+
 @pytest.mark.parametrize("name,axis", [("time_mask", -1), ("freq_mask", -2)])
 def test_masks_zero_a_band_no_wider_than_max_width(name, axis):
     mask = build_augmentation("audio", {"name": name, "max_width": 10})
