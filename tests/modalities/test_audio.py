@@ -20,7 +20,7 @@ from ..conftest import run_cli, train_interrupted
 
 INFO = {"sample_rate": 16000, "clip_samples": 15200, "n_fft": 1024, "hop_length": 160, "n_mels": 64,
         "f_min": 60.0, "f_max": 7800.0, "mean": -10.0, "std": 5.0}
-AUDIO_AUGMENTATIONS = ["mixup", "random_resize_crop", "random_linear_fader", "gain", "time_mask", "freq_mask"]
+AUDIO_AUGMENTATIONS = ["mixup", "random_resize_crop", "random_linear_fader", "gain", "time_mask", "freq_mask", "noise"]
 # Small and fast: the narrow encoder, tiny heads, a few steps on the tiny folder below.
 AUDIO_TINY = [
     "modality=audio", "data.name=audio-folder", "data.batch_size=8", "trainer.max_steps=4",
