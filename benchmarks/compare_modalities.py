@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 import yaml
-from throughput import timed  # benchmarks/throughput.py, this script's neighbour
+from throughput import full_step_rate, step_parts, timed  # benchmarks/throughput.py, this script's neighbour
 
 from mmbyol.config import load_config, to_container
 from mmbyol.errors import MMBYOLError
@@ -187,37 +187,15 @@ def plan(modalities: list[str], parts: list[str], profile: dict, extra: dict[str
 def throughput(modality: str, profile: list[str], steps: int, warmup: int = 3) -> dict[str, Any]:
     """Samples/s of the full step (the training loop's own code, data loading included) and of
     the bare encoder forward + backward on one prepared batch, on this machine's device."""
-    from mmbyol.augment import build_views
-    from mmbyol.modalities.base import build_dataset, build_encoder, get_modality
-    from mmbyol.optim import build_optimizer
-    from mmbyol.train import autocast_context, build_model, make_loader, resolve_device, train_step
+    from mmbyol.train import make_loader
 
     cfg = load_config([f"modality={modality}", *profile])
-    device = resolve_device(cfg.device)
-    spec = get_modality(modality)
-    dataset = build_dataset(cfg, "train")
-    torch.manual_seed(0)
-    encoder = build_encoder(modality, cfg.encoder, dataset.info)
-    model = build_model(cfg, encoder).to(device)
-    if spec.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    augment = to_container(cfg.augment)
-    views = build_views(modality, augment["view1"], augment["view2"]).to(device)
-    optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(0)
-    autocast = autocast_context(cfg, device)
-    batch_size = cfg.data.batch_size
+    parts = step_parts(cfg)
+    full = full_step_rate(parts, cfg, steps, warmup, lr=1e-4)
 
-    batches = (b for epoch in range(1000) for b in make_loader(dataset, spec, cfg, epoch, 0, device))
-
-    def full_step(batch):
-        inputs, _labels, _skipped = batch
-        train_step(model, views, spec.prepare(inputs, device, dataset.info), generator, optimizer, 1e-4, 0.99, autocast)
-
-    full = timed(batches, full_step, steps, warmup, batch_size)
-
-    inputs, _labels, _skipped = next(batches)
-    prepared = spec.prepare(inputs, device, dataset.info)
+    inputs, _labels, _skipped = next(iter(make_loader(parts.dataset, parts.modality, cfg, 0, 0, parts.device)))
+    prepared = parts.modality.prepare(inputs, parts.device, parts.dataset.info)
+    encoder, autocast, batch_size = parts.encoder, parts.autocast, cfg.data.batch_size
     encoder.train()
 
     def encoder_step(prepared):
@@ -229,7 +207,7 @@ def throughput(modality: str, profile: list[str], steps: int, warmup: int = 3) -
     bare = timed(itertools.repeat(prepared), encoder_step, steps, warmup, batch_size)
     return {"modality": modality, "encoder": cfg.encoder.name, "batch_size": batch_size,
             "precision": "fp32" if autocast is contextlib.nullcontext else "bf16",
-            "device": str(device), "steps": steps, "full_step_samples_per_s": round(full, 1),
+            "device": str(parts.device), "steps": steps, "full_step_samples_per_s": round(full, 1),
             "encoder_fwd_bwd_samples_per_s": round(bare, 1), "full_over_encoder": round(full / bare, 3)}
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import platform
 import statistics
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torchvision.transforms as T
@@ -85,6 +87,36 @@ def timed(batches, step, steps: int, warmup: int, batch_size: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
+def step_parts(cfg) -> SimpleNamespace:
+    """What a training step needs (device, modality, data set, encoder, model, views, optimizer,
+    generator, autocast), built as the training loop builds it."""
+    device = resolve_device(cfg.device)
+    modality = get_modality(cfg.modality)
+    dataset = build_dataset(cfg, "train")
+    torch.manual_seed(cfg.seed)
+    encoder = build_encoder(cfg.modality, cfg.encoder, dataset.info)
+    model = build_model(cfg, encoder).to(device)
+    if modality.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment = to_container(cfg.augment)
+    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
+    optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.weight_decay)
+    return SimpleNamespace(device=device, modality=modality, dataset=dataset, encoder=encoder, model=model, views=views,
+                           optimizer=optimizer, generator=torch.Generator(device=device).manual_seed(0),
+                           autocast=autocast_context(cfg, device))
+
+
+def full_step_rate(parts: SimpleNamespace, cfg, steps: int, warmup: int, lr: float) -> float:
+    """Samples/s of the full step: the training loop's loader, on-device augmentation, BYOL step, EMA."""
+    def step(batch):
+        inputs, _labels, _skipped = batch
+        prepared = parts.modality.prepare(inputs, parts.device, parts.dataset.info)
+        train_step(parts.model, parts.views, prepared, parts.generator, parts.optimizer, lr, 0.99, parts.autocast)
+
+    loader = (b for epoch in itertools.count() for b in make_loader(parts.dataset, parts.modality, cfg, epoch, 0, parts.device))
+    return timed(loader, step, steps, warmup, cfg.data.batch_size)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
@@ -97,27 +129,14 @@ def main() -> None:
 
     cfg = load_config(["model.hidden_dim=1024", "model.projection_dim=128", "data.batch_size=256",
                        f"device={args.device}", *args.overrides])
-    device = resolve_device(cfg.device)
-    modality = get_modality(cfg.modality)
-    dataset = build_dataset(cfg, "train")
+    parts = step_parts(cfg)
+    device, modality, dataset, model = parts.device, parts.modality, parts.dataset, parts.model
+    views, optimizer, generator, autocast = parts.views, parts.optimizer, parts.generator, parts.autocast
     batch_size = cfg.data.batch_size
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, build_encoder(cfg.modality, cfg.encoder, dataset.info)).to(device)
-    model = model.to(memory_format=torch.channels_last)
-    augment = to_container(cfg.augment)
-    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
-    optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.weight_decay)
-    generator = torch.Generator(device=device).manual_seed(0)
-    autocast = autocast_context(cfg, device)
     needed = args.warmup + args.steps
 
     def full():
-        def step(batch):
-            inputs, _labels, _skipped = batch
-            train_step(model, views, modality.prepare(inputs, device, dataset.info), generator, optimizer, 0.1, 0.99, autocast)
-
-        loader = (b for epoch in range(100) for b in make_loader(dataset, modality, cfg, epoch, 0, device))
-        return timed(loader, step, args.steps, args.warmup, batch_size)
+        return full_step_rate(parts, cfg, args.steps, args.warmup, lr=0.1)
 
     # (b) views made beforehand, on the device, a different pair for every step.
     pre_made = []
