@@ -36,10 +36,12 @@ def _split_options(overrides: list[str], names: tuple[str, ...]) -> tuple[dict[s
 
 
 def cmd_train(args) -> None:
+    from .distributed import launched_ranks
     from .train import load_train_config, train
 
     run_dir = train(load_train_config(args.overrides))
-    print(run_dir)
+    if launched_ranks().main:  # under torchrun, one line for the whole run
+        print(run_dir)
 
 
 def cmd_eval(args) -> None:

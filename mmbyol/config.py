@@ -62,7 +62,7 @@ class DataConfig:
     root: str | None = None
     batch_size: int = 256
     limit: int | None = None  # use only N training items, evenly spaced through the set
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; default: 0 on CPU, up to 8 per process on CUDA
 
 
 @dataclass

@@ -25,9 +25,11 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from . import distributed
 from .augment import ViewPair, build_views
 from .byol import BYOL, SimCLR, Supervised
 from .config import load_config, to_container
+from .distributed import ONE_PROCESS, Ranks
 from .errors import CheckpointError, ConfigError, DataError, TrainingDiverged
 from .modalities.base import Modality, build_dataset, build_encoder, collate_items, get_modality
 from .optim import build_optimizer
@@ -41,12 +43,21 @@ CHECKPOINT_FORMAT = 1
 # ---------------------------------------------------------------------------- set-up
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, ranks: Ranks = ONE_PROCESS) -> torch.device:
+    """The device of ``device=NAME``; under ``torchrun`` each process takes ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DataError(f"device={name} but CUDA is not available here; use device=cpu or device=auto.")
+    if device.type == "cuda" and ranks.distributed:
+        if device.index is not None:
+            raise ConfigError(f"device={name} under torchrun: each process takes the GPU of its local rank; "
+                              f"use device=cuda (or auto), and CUDA_VISIBLE_DEVICES to choose the GPUs.")
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun started {ranks.local_world} processes on this machine, which has "
+                              f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node={torch.cuda.device_count()}.")
+        device = torch.device("cuda", ranks.local_rank)
     return device
 
 
@@ -97,31 +108,48 @@ def build_model(cfg: DictConfig, encoder: nn.Module, num_classes: int = 0) -> nn
 class EpochBatches(Sampler):
     """Batches of one epoch: a permutation fixed by (seed, epoch), so a resumed run sees the
     same batches; ``start`` skips the batches already trained on. The last partial batch is
-    dropped (BatchNorm needs full batches)."""
+    dropped (BatchNorm needs full batches). Under ``torchrun`` rank r of w takes the r-th of w
+    equal slices of every global batch of ``batch_size``: the global batches, and so a run's
+    course, do not depend on the number of processes, and a run resumes on any number."""
 
-    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0):
+    def __init__(self, size: int, batch_size: int, seed: int, epoch: int, start: int = 0, ranks: Ranks = ONE_PROCESS):
         self.size, self.batch_size, self.seed, self.epoch, self.start = size, batch_size, seed, epoch, start
         self.batches = size // batch_size
+        self.local = batch_size // ranks.world
+        self.offset = ranks.rank * self.local
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator)[: self.batches * self.batch_size]
-        yield from order.view(self.batches, self.batch_size)[self.start :].tolist()
+        batches = order.view(self.batches, self.batch_size)[self.start :, self.offset : self.offset + self.local]
+        yield from batches.tolist()
 
     def __len__(self) -> int:
         return self.batches - self.start
 
 
-def make_loader(dataset, modality: Modality, cfg: DictConfig, epoch: int, start: int, device: torch.device):
-    """The batches of ``epoch`` from batch ``start`` on. A data set with random per-item choices
-    (e.g. the position of an audio crop) has ``set_epoch``, as samplers do in PyTorch: its draws
-    then depend on (seed, epoch, index) only, so a resumed run reads the very same items."""
+def loader_workers(cfg: DictConfig, device: torch.device, ranks: Ranks = ONE_PROCESS) -> int:
+    """``data.num_workers``, or by default: none on CPU (workers would take the cores the step
+    needs), and on CUDA up to 8 per process, so decoding and collation never starve the GPU."""
+    if cfg.data.num_workers is not None:
+        return cfg.data.num_workers
+    if device.type != "cuda":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 2) // ranks.local_world - 1))
+
+
+def make_loader(dataset, modality: Modality, cfg: DictConfig, epoch: int, start: int, device: torch.device,
+                ranks: Ranks = ONE_PROCESS):
+    """The batches of ``epoch`` from batch ``start`` on (this rank's slices of them). A data set
+    with random per-item choices (e.g. the position of an audio crop) has ``set_epoch``, as
+    samplers do in PyTorch: its draws then depend on (seed, epoch, index) only, so a resumed run
+    reads the very same items."""
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
-    workers = cfg.data.num_workers
+    workers = loader_workers(cfg, device, ranks)
     return DataLoader(
         dataset,
-        batch_sampler=EpochBatches(len(dataset), cfg.data.batch_size, cfg.seed, epoch, start),
+        batch_sampler=EpochBatches(len(dataset), cfg.data.batch_size, cfg.seed, epoch, start, ranks),
         collate_fn=partial(collate_items, collate=modality.collate),
         num_workers=workers,
         # its own generator: making a loader must not draw from the global RNG (dropout uses it),
@@ -187,19 +215,59 @@ def load_checkpoint(path: Path, modality: str | None = None) -> dict[str, Any]:
     return state
 
 
-def save_checkpoint(path: Path, cfg: DictConfig, step: int, model, optimizer, views, generator, info) -> None:
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of rank ``rank``'s random streams (``seed`` itself for rank 0 of a fresh run)."""
+    return seed + 1_000_003 * rank + 7_919 * step
+
+
+def rank_state(views, generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """What differs between ranks: the augmentations' state (e.g. a mixup memory) and the RNGs."""
+    return {
+        "views": {k: v.cpu() for k, v in views.state_dict().items()},
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": [torch.cuda.get_rng_state(device)] if device.type == "cuda" else [],
+            "augment": generator.get_state(),
+        },
+    }
+
+
+def restore_rank_state(state: dict[str, Any], ranks: Ranks, cfg: DictConfig, views, generator, device) -> None:
+    """Each rank takes back its own augmentation state and random streams. A rank the saving run
+    did not have (it ran on fewer processes) takes rank 0's augmentation state and fresh streams."""
+    saved = [{"views": state["views"], "rng": state["rng"]}, *state.get("ranks", [])]
+    own = saved[ranks.rank] if ranks.rank < len(saved) else None
+    views.load_state_dict((own or saved[0])["views"])
+    try:
+        if own is None:
+            raise ValueError("no saved streams")
+        torch.set_rng_state(own["rng"]["torch"])
+        if own["rng"]["cuda"] and device.type == "cuda":
+            torch.cuda.set_rng_state(own["rng"]["cuda"][0], device)
+        generator.set_state(own["rng"]["augment"])
+    except (ValueError, RuntimeError):  # no streams for this rank, or saved on another device type
+        seed = rank_seed(cfg.seed, ranks.rank, state["step"])
+        torch.manual_seed(seed)
+        generator.manual_seed(seed)
+        if ranks.main or own is None:
+            log.warning(
+                "rank %d resumes with fresh random streams (the checkpoint was saved by %d process(es)%s); the run "
+                "goes on correctly but is not bit-identical to an uninterrupted one", ranks.rank, len(saved),
+                "" if own is None else " on another device type")
+
+
+def save_checkpoint(path: Path, cfg: DictConfig, step: int, model, optimizer, states: list[dict[str, Any]],
+                    info) -> None:
+    """``states``: :func:`rank_state` of every rank, in rank order (one entry in one process)."""
     atomic_save({
         "format": CHECKPOINT_FORMAT,
         "step": step,
         "model": unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": {},  # bf16 autocast needs no loss scaling; kept for the documented layout
-        "views": views.state_dict(),  # stateful augmentations (e.g. a mixup memory)
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "augment": generator.get_state(),
-        },
+        "views": states[0]["views"],  # stateful augmentations (e.g. a mixup memory), rank 0's
+        "rng": states[0]["rng"],
+        "ranks": states[1:],  # the same for ranks 1, 2, … of a torchrun run
         "config": to_container(cfg),
         "info": info,
     }, path)
@@ -307,12 +375,20 @@ def train_step(model, views: ViewPair, batch, generator, optimizer, lr: float, t
 
 
 def train(cfg: DictConfig) -> Path:
-    """Train BYOL as configured; returns the run directory (see DESIGN §4 for its layout)."""
-    modality = get_modality(cfg.modality)
-    device = resolve_device(cfg.device)
+    """Train BYOL as configured; returns the run directory (see DESIGN §4 for its layout). Under
+    ``torchrun`` every process calls this, each training on its slice of the global batch."""
+    ranks = distributed.launched_ranks()
+    device = resolve_device(cfg.device, ranks)
+    distributed.init(ranks, device)
+    try:
+        return _train(cfg, ranks, device)
+    finally:
+        distributed.close(ranks)
+
+
+def _open_run(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
+    """The run directory and the checkpoint state to resume from (``None``: a fresh run)."""
     run_dir = resume_run_dir(cfg) or default_run_dir(cfg.modality)
-    cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
-    cfg.run.dir = str(run_dir)
     checkpoint_path = run_dir / "checkpoints" / "last.pt"
     resume_from = None
     if cfg.resume == "auto" and checkpoint_path.exists():
@@ -322,14 +398,33 @@ def train(cfg: DictConfig) -> Path:
     elif cfg.resume is None and checkpoint_path.exists():
         raise ConfigError(f"{run_dir} already holds a run (its checkpoint {checkpoint_path}). Continue it with "
                           f"resume=auto, or train into a new run.dir; mmbyol never overwrites a run.")
-    state = load_checkpoint(resume_from, cfg.modality) if resume_from else None
+    for stale in checkpoint_path.parent.glob("*.tmp"):  # a save cut short by a kill; last.pt is intact
+        stale.unlink()
+    return run_dir, load_checkpoint(resume_from, cfg.modality) if resume_from else None
+
+
+def _train(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Path:
+    modality = get_modality(cfg.modality)
+    # Rank 0 decides where the run lives and reads the checkpoint; the others get both from it
+    # (several machines need not share a file system).
+    run_dir, state = distributed.broadcast(_open_run(cfg) if ranks.main else None, ranks)
+    cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
+    cfg.run.dir = str(run_dir)
+    checkpoint_path = run_dir / "checkpoints" / "last.pt"
 
     torch.manual_seed(cfg.seed)
+    if ranks.local_rank != 0:
+        distributed.barrier(ranks)  # one process per machine prepares a missing data set
     dataset = build_dataset(cfg, "train")
+    if ranks.local_rank == 0:
+        distributed.barrier(ranks)
     batch_size = cfg.data.batch_size
     if len(dataset) < batch_size:
         raise DataError(f"The training set has {len(dataset)} items, fewer than data.batch_size={batch_size}. "
                         f"Lower data.batch_size or add data.")
+    if batch_size % ranks.world:
+        raise ConfigError(f"data.batch_size={batch_size} is the global batch and must split evenly over the "
+                          f"{ranks.world} processes; use a multiple of {ranks.world}.")
     info = state["info"] if state is not None else dataset.info  # a resumed run keeps its statistics
     steps_per_epoch = len(dataset) // batch_size
     total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * steps_per_epoch
@@ -343,38 +438,48 @@ def train(cfg: DictConfig) -> Path:
     views = build_views(cfg.modality, to_container(cfg.augment)["view1"], to_container(cfg.augment)["view2"]).to(device)
     optimizer = build_optimizer(cfg.optim.name, model, base_lr, cfg.optim.weight_decay,
                                 cfg.optim.momentum, cfg.optim.trust_coefficient, cfg.optim.predictor_lr_scale)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ranks.rank))
+    if ranks.rank:
+        torch.manual_seed(rank_seed(cfg.seed, ranks.rank))  # dropout masks differ between ranks
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        views.load_state_dict(state["views"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        generator.set_state(state["rng"]["augment"])
         step = state["step"]
+        restore_rank_state(state, ranks, cfg, views, generator, device)
         log.info("resuming %s from step %d of %d", run_dir, step, total_steps)
+    model = distributed.wrap(model, ranks, device)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    metrics = MetricsLog(run_dir / "metrics.jsonl", step if state is not None else None)
+    if ranks.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        metrics = MetricsLog(run_dir / "metrics.jsonl", step if state is not None else None)
     forward_model = torch.compile(model) if cfg.trainer.compile else model
     autocast = autocast_context(cfg, device)
-    save = partial(save_checkpoint, checkpoint_path, cfg)
-    log.info("training %s/%s on %s: %d items, %d steps of %d (%d per epoch) → %s",
-             cfg.modality, cfg.data.name, device, len(dataset), total_steps, batch_size, steps_per_epoch, run_dir)
+
+    def save(step: int) -> None:
+        distributed.check_in_step(model, ranks, step)
+        states = distributed.gather(rank_state(views, generator, device), ranks)
+        if ranks.main:
+            save_checkpoint(checkpoint_path, cfg, step, model, optimizer, states, info)
+
+    log.info("training %s/%s on %s%s: %d items, %d steps of %d (%d per epoch) → %s",
+             cfg.modality, cfg.data.name, device, f" × {ranks.world} processes" if ranks.distributed else "",
+             len(dataset), total_steps, batch_size, steps_per_epoch, run_dir)
 
     skipped_total, interval_loss, interval_samples, interval_steps = 0, 0.0, 0, 0
     interval_start = time.perf_counter()
     collapse_warnings = 0
-    bar = tqdm(total=total_steps, initial=step, disable=not cfg.trainer.progress, desc="mmbyol",
+    bar = tqdm(total=total_steps, initial=step, disable=not (cfg.trainer.progress and ranks.main), desc="mmbyol",
                dynamic_ncols=True, mininterval=1.0)
     with InterruptFlag() as interrupt, logging_redirect_tqdm(loggers=[log]):
         while step < total_steps:
             epoch, start = divmod(step, steps_per_epoch)
-            loader = make_loader(dataset, modality, cfg, epoch, start, device)
+            loader = make_loader(dataset, modality, cfg, epoch, start, device, ranks)
             for inputs, labels, skipped in loader:
+                if ranks.distributed:  # every rank must take the step, or none
+                    skipped, empty = distributed.sum_over_ranks([skipped, inputs is None], ranks, device)
+                    skipped, inputs = int(skipped), None if empty else inputs
                 if skipped:
                     skipped_total += skipped
                     log.warning("skipped %d unreadable item(s) at step %d (%d so far)", skipped, step, skipped_total)
@@ -391,7 +496,9 @@ def train(cfg: DictConfig) -> Path:
                     labels = labels.to(device, non_blocking=True)
                 loss, outputs = train_step(forward_model, views, batch, generator, optimizer, lr, tau, autocast,
                                            labels if cfg.objective == "supervised" else None)
-                loss_value = float(loss)
+                # the mean loss over ranks; a Ctrl-C seen by any rank stops them all at this step
+                loss_sum, stop = distributed.sum_over_ranks([float(loss), interrupt.requested], ranks, device)
+                loss_value, interrupt.requested = loss_sum / ranks.world, bool(stop)
                 step += 1
                 if not math.isfinite(loss_value):
                     kept = f"the last good checkpoint is {checkpoint_path}" if checkpoint_path.exists() else "no checkpoint was written yet"
@@ -401,10 +508,10 @@ def train(cfg: DictConfig) -> Path:
                         f"continue with: mmbyol train run.dir={run_dir} resume=auto optim.lr=..."
                     )
                 interval_loss += loss_value
-                interval_samples += len(labels)
+                interval_samples += len(labels) * ranks.world
                 interval_steps += 1
                 bar.update(1)
-                if step % cfg.trainer.log_every == 0 or step == total_steps:
+                if ranks.main and (step % cfg.trainer.log_every == 0 or step == total_steps):
                     elapsed = time.perf_counter() - interval_start
                     record = {
                         "step": step, "epoch": epoch, "loss": interval_loss / interval_steps, "tau": tau, "lr": lr,
@@ -422,11 +529,12 @@ def train(cfg: DictConfig) -> Path:
                                 "the augmentations, raise model.tau_base, or lower optim.lr.",
                                 step, record["z_std"], 1 / math.sqrt(outputs["z"].shape[1]), record["rank"])
                         collapse_warnings += 1
+                if step % cfg.trainer.log_every == 0 or step == total_steps:
                     interval_loss, interval_samples, interval_steps = 0.0, 0, 0
                     interval_start = time.perf_counter()
                 end_of_epoch = step % steps_per_epoch == 0
                 if step % cfg.trainer.checkpoint_every == 0 or end_of_epoch or step == total_steps or interrupt.requested:
-                    save(step, model, optimizer, views, generator, info)
+                    save(step)
                 if interrupt.requested:
                     bar.close()
                     log.warning("interrupted at step %d; checkpoint saved to %s. Continue with: "
@@ -435,8 +543,10 @@ def train(cfg: DictConfig) -> Path:
                 if step >= total_steps:
                     break
     bar.close()
-    export_encoder(run_dir / "encoder.safetensors", cfg, model.online_encoder, info, step)
+    if ranks.main:
+        export_encoder(run_dir / "encoder.safetensors", cfg, unwrap(model).online_encoder, info, step)
     if skipped_total:
         log.warning("%d unreadable item(s) were skipped in total", skipped_total)
     log.info("done: %d steps; encoder exported to %s", step, run_dir / "encoder.safetensors")
+    distributed.barrier(ranks)
     return run_dir

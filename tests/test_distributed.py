@@ -1,0 +1,121 @@
+"""Data-parallel training: two CPU processes with the gloo backend stand in for two GPUs."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from mmbyol.config import load_config
+from mmbyol.distributed import Ranks, check_in_step, sync_batchnorm
+from mmbyol.errors import TrainingDiverged
+from mmbyol.train import EpochBatches, load_checkpoint, train
+
+from .conftest import REPO, TINY, train_interrupted
+
+# BYOL's own optimizer and no augmentation: one process and two must then take the same steps,
+# up to the order of float additions. (AdamW's first steps amplify that rounding: an element
+# whose gradient is ~1e-9 still moves by ±lr.)
+SAME_STEPS = [*TINY, "trainer.log_every=1", "optim.name=lars", "optim.lr=0.5", "augment.view1=[]", "augment.view2=[]"]
+
+
+def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=N -m mmbyol ARGS``, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                             "-m", "mmbyol", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+def losses(run_dir) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())}
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_ranks_split_every_global_batch_and_together_see_exactly_it(world):
+    whole = list(EpochBatches(200, 12, seed=3, epoch=1, start=2))
+    slices = [list(EpochBatches(200, 12, seed=3, epoch=1, start=2, ranks=Ranks(rank, world))) for rank in range(world)]
+    assert all(len(s) == len(whole) == 200 // 12 - 2 for s in slices)
+    for step, batch in enumerate(whole):
+        assert sum((s[step] for s in slices), []) == batch
+
+
+def _two_rank_worker(rank: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))  # a stuck collective fails instead of hanging CI
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 6),
+                        nn.BatchNorm1d(6), nn.Linear(6, 2))
+    x = torch.randn(16, 3, 8, 8)
+    net(x).square().mean().backward()  # one process, the whole batch: the reference
+    reference = {"grads": [p.grad.clone() for p in net.parameters()],
+                 "buffers": {k: v.clone() for k, v in net.state_dict().items() if "running" in k}}
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 6),
+                        nn.BatchNorm1d(6), nn.Linear(6, 2))
+    ddp = nn.parallel.DistributedDataParallel(sync_batchnorm(net, torch.device("cpu")))
+    ddp(x[rank * 8 : (rank + 1) * 8]).square().mean().backward()
+    ranks = Ranks(rank, 2)
+    check_in_step(net, ranks, step=1)  # identical weights pass
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, 0] += 1e-3 * rank  # rank 1 drifts
+    try:
+        check_in_step(net, ranks, step=2)
+        drift = None
+    except TrainingDiverged as error:
+        drift = str(error)
+    torch.save({"reference": reference, "grads": [p.grad for p in net.parameters()],
+                "buffers": {k: v for k, v in net.state_dict().items() if "running" in k}, "drift": drift},
+               f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_cpu_sync_batchnorm_is_batchnorm_over_the_global_batch_and_drift_is_caught(tmp_path):
+    with socket.socket() as probe:  # a free port for the two processes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    mp.spawn(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        for got, want in zip(result["grads"], result["reference"]["grads"]):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)  # DDP averages the two halves' gradients
+        for key, want in result["reference"]["buffers"].items():
+            torch.testing.assert_close(result["buffers"][key], want, rtol=1e-5, atol=1e-6)
+        assert result["drift"] is not None and "rank 1 differ" in result["drift"]
+
+
+def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, fashion_mnist):
+    one = train(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'one'}"]))
+    result = torchrun(2, "train", *SAME_STEPS, f"run.dir={tmp_path / 'two'}")
+    two = tmp_path / "two"
+    assert result.stdout.strip() == str(two)  # one line for the whole run: rank 0's
+    assert "2 processes" in result.stderr and result.stderr.count("training image") == 1
+    a, b = losses(one), losses(two)
+    assert list(a) == list(b) == [1, 2, 3, 4, 5, 6]
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4), step
+    assert a[6] < a[1] - 0.5  # and the loss did fall: the steps were real
+    state = load_checkpoint(two / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and len(state["ranks"]) == 1  # rank 1's random streams are saved too
+    assert not torch.equal(state["rng"]["augment"], state["ranks"][0]["rng"]["augment"])  # draws differ per rank
+    for key, value in load_checkpoint(one / "checkpoints" / "last.pt")["model"].items():
+        torch.testing.assert_close(state["model"][key], value, rtol=1e-2, atol=1e-3)
+
+
+def test_a_run_resumes_on_another_number_of_processes(tmp_path, fashion_mnist, monkeypatch):
+    straight = train(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'straight'}"]))
+    train_interrupted(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'moved'}"]), 3, monkeypatch)
+    torchrun(2, "train", *SAME_STEPS, f"run.dir={tmp_path / 'moved'}", "resume=auto")
+    a, b = losses(straight), losses(tmp_path / "moved")
+    assert list(b) == [1, 2, 3, 4, 5, 6]  # steps 1-3 from one process, 4-6 from two
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4), step
+    assert load_checkpoint(tmp_path / "moved" / "checkpoints" / "last.pt")["step"] == 6
