@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -29,7 +30,7 @@ SAME_STEPS = [*TINY, "trainer.log_every=1", "optim.name=lars", "optim.lr=0.5", "
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=N -m mmbyol ARGS``, as a user runs it."""
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                             "-m", "mmbyol", *args], cwd=REPO, capture_output=True, text=True, timeout=600,
+                             "-m", "mmbyol", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-4000:]
     return result
@@ -75,6 +76,9 @@ def _two_rank_worker(rank: int, port: int, out: str) -> None:
     torch.save({"reference": reference, "grads": [p.grad for p in net.parameters()],
                 "buffers": {k: v for k, v in net.state_dict().items() if "running" in k}, "drift": drift},
                f"{out}/{rank}.pt")
+    # DDP's reducer must go before the process group: were it to drop the group's last reference,
+    # the group's destructor would hold the GIL while its threads wait for it (pytorch#56297)
+    del ddp
     dist.destroy_process_group()
 
 
@@ -82,7 +86,13 @@ def test_cpu_sync_batchnorm_is_batchnorm_over_the_global_batch_and_drift_is_caug
     with socket.socket() as probe:  # a free port for the two processes to meet on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    mp.spawn(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2)
+    processes = mp.spawn(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not processes.join(timeout=1):  # a hang fails the test instead of stalling the suite
+        if time.monotonic() > deadline:
+            for process in processes.processes:
+                process.kill()
+            pytest.fail("the two processes did not finish within 120 s")
     for rank in range(2):
         result = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
         for got, want in zip(result["grads"], result["reference"]["grads"]):
