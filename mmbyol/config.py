@@ -155,7 +155,12 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
     else:
         layers.append(OmegaConf.create(dict(base)))
     modality_name = given.get("modality") or layers[0].get("modality") or Config.modality
-    import_plugins([*layers[0].get("plugins", []), *(given.get("plugins") or [])])
+    plugins = given.get("plugins") or []
+    if not isinstance(modality_name, str):
+        raise ConfigError(f"modality={modality_name!r} is not a name; `mmbyol list` shows the modalities.")
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"plugins={plugins!r}: plugins is a list of module names, e.g. plugins=[my_package.augs].")
+    import_plugins([*layers[0].get("plugins", []), *plugins])
     modality = MODALITIES.get("", modality_name)
 
     cfg = _merge(OmegaConf.structured(Config), {"data": OmegaConf.structured(modality.data_config)})
@@ -173,6 +178,10 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
         except (OmegaConfBaseException, TypeError, ValueError) as error:
             raise ConfigError(_explain(cfg, error, key)) from None
     cfg.modality = modality_name
+    try:
+        OmegaConf.resolve(cfg)  # ${...} interpolations become values now, or a clear error
+    except (OmegaConfBaseException, TypeError, ValueError) as error:
+        raise ConfigError(_explain(cfg, error)) from None
     validate(cfg)
     return cfg
 

@@ -110,7 +110,7 @@ def import_plugins(modules: list[str] | tuple[str, ...], origin: str | None = No
         previous, _current_origin = _current_origin, origin or module
         try:
             importlib.import_module(module)
-        except ImportError as error:
+        except (ImportError, ValueError, TypeError) as error:  # ValueError, TypeError: "" or ".x"
             raise ConfigError(
                 f"Cannot import plugin module {module!r} ({error}). Install the package that "
                 f"provides it into this environment, or remove it from `plugins`."

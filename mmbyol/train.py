@@ -309,13 +309,21 @@ def collapsed(z_std: float, rank: float, dim: int) -> bool:
     return z_std < 0.2 / math.sqrt(dim) or rank < 2.0
 
 
+def _step_of(line: str) -> float:
+    """The step of a metrics line; infinity for a line a kill cut short (it is dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per logged step. On resume, lines past the restored
     step are dropped so the file reads as one uninterrupted run."""
 
     def __init__(self, path: Path, resume_step: int | None):
         if resume_step is not None and path.exists():
-            keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= resume_step]
+            keep = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
             path.write_text("".join(line + "\n" for line in keep))
         elif path.exists():
             path.unlink()
@@ -467,7 +475,7 @@ def _train(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Path:
              cfg.modality, cfg.data.name, device, f" × {ranks.world} processes" if ranks.distributed else "",
              len(dataset), total_steps, batch_size, steps_per_epoch, run_dir)
 
-    skipped_total, interval_loss, interval_samples, interval_steps = 0, 0.0, 0, 0
+    skipped_total, items_read, interval_loss, interval_samples, interval_steps = 0, 0, 0.0, 0, 0
     interval_start = time.perf_counter()
     collapse_warnings = 0
     bar = tqdm(total=total_steps, initial=step, disable=not (cfg.trainer.progress and ranks.main), desc="mmbyol",
@@ -480,9 +488,14 @@ def _train(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Path:
                 if ranks.distributed:  # every rank must take the step, or none
                     skipped, empty = distributed.sum_over_ranks([skipped, inputs is None], ranks, device)
                     skipped, inputs = int(skipped), None if empty else inputs
+                items_read += batch_size
                 if skipped:
                     skipped_total += skipped
                     log.warning("skipped %d unreadable item(s) at step %d (%d so far)", skipped, step, skipped_total)
+                    if skipped_total > items_read / 2:
+                        raise DataError(f"{skipped_total} of the {items_read} training items read so far were "
+                                        f"unreadable (the warnings above name them): this is not the data set "
+                                        f"it should be. Check data.root, or remove the broken files.")
                 lr = lr_schedule(step, total_steps, base_lr, warmup_steps)
                 tau = tau_schedule(step, total_steps, cfg.model.tau_base)
                 if inputs is None:

@@ -68,12 +68,15 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
 
 def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
     """A file decoded with soundfile, mixed down to mono and resampled to ``sample_rate``:
-    float32 ``(samples,)``. Raises ``ValueError`` for an empty file, soundfile's error for an
-    unreadable one."""
+    float32 ``(samples,)``. Raises ``ValueError`` for an empty file or one with NaN or infinite
+    samples (a float WAV can hold them; one such clip would turn the loss into NaN), soundfile's
+    error for an unreadable one."""
     data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     if data.size == 0:
         raise ValueError("no samples")
     wave = torch.from_numpy(data).mean(dim=1)
+    if not torch.isfinite(wave).all():
+        raise ValueError("NaN or infinite samples")
     if rate != sample_rate:
         wave = _resampler(rate, sample_rate)(wave)
     return wave

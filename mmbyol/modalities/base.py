@@ -62,8 +62,10 @@ def build_dataset(cfg: DictConfig, split: str) -> Dataset:
     builder = DATASETS.get(cfg.modality, cfg.data.name)
     dataset = builder(cfg.data, split)
     if len(dataset) == 0:
-        raise DataError(f"The {split} split of data set {cfg.data.name!r} is empty (data.root={cfg.data.root}). "
-                        f"Point data.root at a folder that holds data.")
+        where = {k: v for k, v in cfg.data.items() if k in ("root", "train", "test") and v is not None}
+        where = ", ".join(f"data.{k}={v}" for k, v in where.items()) or "no data.root"
+        raise DataError(f"The {split} split of data set {cfg.data.name!r} is empty ({where}): nothing readable was "
+                        f"found (warnings above name what was skipped). Point the data set at files that hold data.")
     if split == "train" and cfg.data.limit is not None:
         dataset = evenly_spaced(dataset, cfg.data.limit)
     return dataset

@@ -1,0 +1,78 @@
+"""A checkpoint that is truncated, corrupted, of another modality or carrying pickled code is
+refused with a message that says what to do; nothing in it is ever executed."""
+
+import pathlib
+
+import pytest
+import torch
+
+from mmbyol.config import load_config
+from mmbyol.errors import CheckpointError
+from mmbyol.train import load_checkpoint, train
+
+from ..conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory, fashion_mnist) -> bytes:
+    run = train(load_config([*TINY, f"run.dir={tmp_path_factory.mktemp('good') / 'run'}"]))
+    return (run / "checkpoints" / "last.pt").read_bytes()
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.1, 0.5, 0.9, 0.999])
+def test_a_truncated_checkpoint_is_refused_and_the_run_says_how_to_go_on(tmp_path, good_checkpoint, keep, tally):
+    run = tmp_path / "run"
+    path = run / "checkpoints" / "last.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(good_checkpoint[: int(len(good_checkpoint) * keep)])
+    tally["bad inputs tried"] += 1
+    with pytest.raises(CheckpointError, match="truncated, corrupted.*Delete it"):
+        train(load_config([*TINY, f"run.dir={run}", "resume=auto"]))
+
+
+def test_flipped_bytes_are_refused_through_the_cli_in_one_paragraph(tmp_path, good_checkpoint, tally):
+    corrupted = bytearray(good_checkpoint)
+    for i in range(0, len(corrupted), 997):
+        corrupted[i] ^= 0xFF
+    path = tmp_path / "run" / "checkpoints" / "last.pt"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(bytes(corrupted))
+    tally["bad inputs tried"] += 1
+    result = run_cli("train", *TINY, f"run.dir={tmp_path / 'run'}", "resume=auto", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot be loaded" in result.stderr or "not an mmbyol checkpoint" in result.stderr
+
+
+def test_a_checkpoint_of_another_modality_is_refused(tmp_path, good_checkpoint, tally):
+    path = tmp_path / "last.pt"
+    path.write_bytes(good_checkpoint)
+    tally["bad inputs tried"] += 1
+    with pytest.raises(CheckpointError, match="image run, but this run is audio.*modality=image"):
+        load_checkpoint(path, modality="audio")
+
+
+class Planted:
+    """Unpickling this would create a file: the proof that pickled code ran."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_a_checkpoint_carrying_pickled_code_is_refused_and_the_code_never_runs(tmp_path, tally):
+    marker, path = tmp_path / "code-ran", tmp_path / "evil.pt"
+    torch.save({"format": 1, "step": 3, "payload": Planted(marker)}, path)
+    tally["bad inputs tried"] += 1
+    with pytest.raises(CheckpointError, match="never pickled code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_a_file_that_is_no_checkpoint_at_all_is_refused(tmp_path, tally):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3)}, path)  # loads safely, but is not ours
+    tally["bad inputs tried"] += 1
+    with pytest.raises(CheckpointError, match="not an mmbyol checkpoint"):
+        load_checkpoint(path)

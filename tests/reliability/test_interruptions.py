@@ -1,0 +1,109 @@
+"""Kills, Ctrl-C and a diverging loss: a run never loses more than the steps since its last
+checkpoint, never leaves a torn file, and resumes to the very run it would have been."""
+
+import importlib
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mmbyol.config import load_config
+from mmbyol.errors import TrainingDiverged
+from mmbyol.train import load_checkpoint, train
+
+from ..conftest import REPO, TINY, run_cli
+
+train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
+LONGER = [*TINY, "trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.log_every=1"]
+
+
+def metrics(run_dir) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:  # a line being written right now
+            pass
+    return records
+
+
+def start(run_dir, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mmbyol", "train", *LONGER, f"run.dir={run_dir}", *extra],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_step(process: subprocess.Popen, run_dir, step: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(r["step"] >= step for r in metrics(run_dir)):
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended before step {step}: {process.stderr.read()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no step {step} within {timeout} s")
+        time.sleep(0.01)
+
+
+def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_path, fashion_mnist, tally):
+    straight = train(load_config([*LONGER, f"run.dir={tmp_path / 'straight'}"]))
+    run = tmp_path / "killed"
+    checkpoint = run / "checkpoints" / "last.pt"
+    for kill_at in (3, 11, 19):  # a checkpoint every step: the kills land in and between saves
+        process = start(run, "resume=auto")
+        wait_for_step(process, run, kill_at)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        tally["faults injected"] += 1
+        assert not (run / "encoder.safetensors").exists()  # it really died mid-run
+        assert load_checkpoint(checkpoint)["step"] >= kill_at - 1  # never torn, at most a step behind
+    (checkpoint.parent / "last.pt.tmp").write_bytes(b"\x80\x02 half a save")  # as a kill in torch.save leaves
+    run_cli("train", *LONGER, f"run.dir={run}", "resume=auto")
+    tally["runs resumed"] += 4
+    tally["faults injected"] += 1
+
+    a, b = load_checkpoint(straight / "checkpoints" / "last.pt"), load_checkpoint(checkpoint)
+    assert b["step"] == a["step"] == 30
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert [r["step"] for r in metrics(run)] == list(range(1, 31))  # one uninterrupted log
+    assert [r["loss"] for r in metrics(run)] == [r["loss"] for r in metrics(straight)]
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_sigint_saves_a_checkpoint_says_how_to_continue_and_exits_130(tmp_path, fashion_mnist, tally):
+    run = tmp_path / "run"
+    process = start(run)
+    wait_for_step(process, run, 3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    tally["faults injected"] += 1
+    assert process.returncode == 130 and "Traceback" not in stderr
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert f"interrupted at step {step}" in stderr and "resume=auto" in stderr
+    assert metrics(run)[-1]["step"] == step
+    run_cli("train", *LONGER, f"run.dir={run}", "resume=auto")
+    tally["runs resumed"] += 1
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 30 and (run / "encoder.safetensors").exists()
+
+
+def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, fashion_mnist, monkeypatch,
+                                                                           tally):
+    original, calls = train_module.train_step, []
+
+    def step_that_diverges(*args, **kwargs):
+        loss, outputs = original(*args, **kwargs)
+        calls.append(1)
+        return (torch.tensor(float("nan")) if len(calls) == 5 else loss), outputs
+
+    monkeypatch.setattr(train_module, "train_step", step_that_diverges)
+    with pytest.raises(TrainingDiverged, match="at step 5.*last good checkpoint.*resume=auto"):
+        train(load_config([*TINY, f"run.dir={tmp_path / 'nan'}"]))
+    tally["faults injected"] += 1
+    state = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
+    assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
