@@ -101,6 +101,8 @@ def step_parts(cfg) -> SimpleNamespace:
     augment = to_container(cfg.augment)
     views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
     optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.weight_decay)
+    if cfg.trainer.compile:  # as the training loop does; the bare encoder too, for a like-for-like ratio
+        model, encoder = torch.compile(model), torch.compile(encoder)
     return SimpleNamespace(device=device, modality=modality, dataset=dataset, encoder=encoder, model=model, views=views,
                            optimizer=optimizer, generator=torch.Generator(device=device).manual_seed(0),
                            autocast=autocast_context(cfg, device))

@@ -45,3 +45,19 @@ def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, 
     for record in results["records"]:  # every figure is traceable to its record
         if record["variant"] == "default" and record["default_batch"]:
             assert f"`{record['id']}`" in report
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_on_cpu_in_its_smoke_mode_and_records_both_checks(tmp_path):
+    import subprocess
+
+    result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--smoke", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(1) precision" in result.stdout and "PASS" in result.stdout
+    record = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert record["smoke"] and record["precision"]["passed"]
+    assert len(record["precision"]["fp32"]["losses"]) == len(record["precision"]["bf16"]["losses"]) == 6
+    assert [row["encoder"] for row in record["throughput"]] == ["resnet18", "resnet50"]
+    for row in record["throughput"]:
+        assert row["full_step_samples_per_s"] > 0 and 0 < row["full_over_encoder"]

@@ -115,6 +115,32 @@ def cifar10(cfg: ImageDataConfig, split: str) -> TensorImages:
     return TensorImages(images, torch.as_tensor(data.targets), list(data.classes))
 
 
+class CycledImages(TensorImages):
+    """``length`` items that cycle through a small pool of in-memory images."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes: list[str], length: int):
+        super().__init__(images, labels, classes)
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        return super().__getitem__(index % len(self.images))
+
+
+@register_dataset("image", "synthetic")
+def synthetic(cfg: ImageDataConfig, split: str) -> CycledImages:
+    """Random RGB images of ``data.image_size`` px with random labels of 10 classes: no files.
+    For throughput benchmarks and smoke runs on machines without the data sets (what it learns
+    means nothing). 256 distinct images, cycled through 50,000 training and 10,000 test items."""
+    generator = torch.Generator().manual_seed(0 if split == "train" else 1)
+    size = cfg.image_size
+    images = torch.randint(0, 256, (256, 3, size, size), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (256,), generator=generator)
+    return CycledImages(images, labels, [str(c) for c in range(10)], 50_000 if split == "train" else 10_000)
+
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # Statistics of natural photographs (ImageNet), for folders whose own we do not compute.
 NATURAL_MEAN, NATURAL_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
