@@ -175,12 +175,12 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
     for key, value in parsed:
         try:
             OmegaConf.update(cfg, key, value, merge=True)
-        except (OmegaConfBaseException, TypeError, ValueError) as error:
+        except (OmegaConfBaseException, TypeError, ValueError, ArithmeticError) as error:
             raise ConfigError(_explain(cfg, error, key)) from None
     cfg.modality = modality_name
     try:
         OmegaConf.resolve(cfg)  # ${...} interpolations become values now, or a clear error
-    except (OmegaConfBaseException, TypeError, ValueError) as error:
+    except (OmegaConfBaseException, TypeError, ValueError, ArithmeticError) as error:
         raise ConfigError(_explain(cfg, error)) from None
     validate(cfg)
     return cfg
@@ -189,7 +189,7 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
 def _merge(cfg: DictConfig, layer: Any) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, layer)
-    except (OmegaConfBaseException, TypeError, ValueError) as error:
+    except (OmegaConfBaseException, TypeError, ValueError, ArithmeticError) as error:
         raise ConfigError(_explain(cfg, error)) from None
 
 

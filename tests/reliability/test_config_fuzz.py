@@ -37,7 +37,7 @@ OVERRIDES = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])  # counts: conftest profiles
 @given(overrides=st.lists(OVERRIDES, max_size=4))
 def test_any_override_gives_a_valid_config_or_a_clean_error(overrides, tally, capsys):
     tally["config strings tried"] += len(overrides)
