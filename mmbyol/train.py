@@ -236,6 +236,10 @@ def restore_rank_state(state: dict[str, Any], ranks: Ranks, cfg: DictConfig, vie
     """Each rank takes back its own augmentation state and random streams. A rank the saving run
     did not have (it ran on fewer processes) takes rank 0's augmentation state and fresh streams."""
     saved = [{"views": state["views"], "rng": state["rng"]}, *state.get("ranks", [])]
+    if ranks.main and len(saved) != ranks.world:
+        log.warning("the checkpoint was saved by %d process(es) and resumes on %d: the run goes on with the same "
+                    "global batches, but its augmentation draws differ from an uninterrupted run's",
+                    len(saved), ranks.world)
     own = saved[ranks.rank] if ranks.rank < len(saved) else None
     views.load_state_dict((own or saved[0])["views"])
     try:
@@ -249,11 +253,9 @@ def restore_rank_state(state: dict[str, Any], ranks: Ranks, cfg: DictConfig, vie
         seed = rank_seed(cfg.seed, ranks.rank, state["step"])
         torch.manual_seed(seed)
         generator.manual_seed(seed)
-        if ranks.main or own is None:
-            log.warning(
-                "rank %d resumes with fresh random streams (the checkpoint was saved by %d process(es)%s); the run "
-                "goes on correctly but is not bit-identical to an uninterrupted one", ranks.rank, len(saved),
-                "" if own is None else " on another device type")
+        if own is not None:
+            log.warning("rank %d resumes with fresh random streams: the checkpoint's were saved on another device "
+                        "type; the run goes on, not bit-identical to an uninterrupted one", ranks.rank)
 
 
 def save_checkpoint(path: Path, cfg: DictConfig, step: int, model, optimizer, states: list[dict[str, Any]],

@@ -123,7 +123,8 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, fashion
 def test_a_run_resumes_on_another_number_of_processes(tmp_path, fashion_mnist, monkeypatch):
     straight = train(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'straight'}"]))
     train_interrupted(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'moved'}"]), 3, monkeypatch)
-    torchrun(2, "train", *SAME_STEPS, f"run.dir={tmp_path / 'moved'}", "resume=auto")
+    result = torchrun(2, "train", *SAME_STEPS, f"run.dir={tmp_path / 'moved'}", "resume=auto")
+    assert "saved by 1 process(es) and resumes on 2" in result.stderr
     a, b = losses(straight), losses(tmp_path / "moved")
     assert list(b) == [1, 2, 3, 4, 5, 6]  # steps 1-3 from one process, 4-6 from two
     for step in a:
