@@ -526,7 +526,8 @@ def _train(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Path:
                 interval_samples += len(labels) * ranks.world
                 interval_steps += 1
                 bar.update(1)
-                if ranks.main and (step % cfg.trainer.log_every == 0 or step == total_steps):
+                end_of_interval = step % cfg.trainer.log_every == 0 or step == total_steps
+                if ranks.main and end_of_interval:
                     elapsed = time.perf_counter() - interval_start
                     record = {
                         "step": step, "epoch": epoch, "loss": interval_loss / interval_steps, "tau": tau, "lr": lr,
@@ -544,7 +545,7 @@ def _train(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Path:
                                 "the augmentations, raise model.tau_base, or lower optim.lr.",
                                 step, record["z_std"], 1 / math.sqrt(outputs["z"].shape[1]), record["rank"])
                         collapse_warnings += 1
-                if step % cfg.trainer.log_every == 0 or step == total_steps:
+                if end_of_interval:
                     interval_loss, interval_samples, interval_steps = 0.0, 0, 0
                     interval_start = time.perf_counter()
                 end_of_epoch = step % steps_per_epoch == 0

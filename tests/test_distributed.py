@@ -49,19 +49,21 @@ def test_ranks_split_every_global_batch_and_together_see_exactly_it(world):
         assert sum((s[step] for s in slices), []) == batch
 
 
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 6),
+                         nn.BatchNorm1d(6), nn.Linear(6, 2))
+
+
 def _two_rank_worker(rank: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
                             timeout=timedelta(seconds=60))  # a stuck collective fails instead of hanging CI
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 6),
-                        nn.BatchNorm1d(6), nn.Linear(6, 2))
+    net = small_net()
     x = torch.randn(16, 3, 8, 8)
     net(x).square().mean().backward()  # one process, the whole batch: the reference
     reference = {"grads": [p.grad.clone() for p in net.parameters()],
                  "buffers": {k: v.clone() for k, v in net.state_dict().items() if "running" in k}}
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 6),
-                        nn.BatchNorm1d(6), nn.Linear(6, 2))
+    net = small_net()
     ddp = nn.parallel.DistributedDataParallel(sync_batchnorm(net, torch.device("cpu")))
     ddp(x[rank * 8 : (rank + 1) * 8]).square().mean().backward()
     ranks = Ranks(rank, 2)
