@@ -13,7 +13,7 @@
 Without CUDA, or with --smoke, everything runs at toy sizes on this machine's device: a smoke
 test of the script, not a measurement. Images are the ``synthetic`` data set (random pixels),
 so the check needs no data on the GPU machine. Writes DIR/gpu_check.json (default
-benchmarks/results) and exits 1 when the precision check fails.
+benchmarks/results; runs/gpu_check-smoke in the smoke mode) and exits 1 when the precision check fails.
 """
 
 from __future__ import annotations
@@ -85,11 +85,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="toy sizes (implied without CUDA)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the model")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results, or runs/gpu_check-smoke for --smoke")
     args = parser.parse_args()
     cuda = torch.cuda.is_available()
     smoke = args.smoke or not cuda
     plan = SMOKE if smoke else FULL
+    out = args.out or (Path("runs/gpu_check-smoke") if smoke else RESULTS)  # smoke figures stay out of results/
     device = "cuda" if cuda else "cpu"
     card = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine()
     print(f"gpu_check on {card} ({device}{', smoke sizes' if smoke else ''}), torch {torch.__version__}", flush=True)
@@ -114,9 +115,9 @@ def main() -> int:
     record = {"card": card, "device": device, "smoke": smoke, "compile": args.compile, "torch": torch.__version__,
               "precision": precision, "throughput": rows, "seconds": round(time.perf_counter() - started, 1),
               "command": "benchmarks/gpu_check.sh " + " ".join(sys.argv[1:])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"{record['seconds']:.0f} s; wrote {args.out / 'gpu_check.json'}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"{record['seconds']:.0f} s; wrote {out / 'gpu_check.json'}")
     return 0 if precision["passed"] else 1
 
 
