@@ -75,6 +75,7 @@ class AugmentConfig:
 class EvalConfig:
     init: str = "trained"  # trained | random (an untrained encoder of the same config)
     labels_per_class: int | None = None  # also probe with only N labels per class
+    label_draws: int = 5  # ...on this many draws of those labels (seeds eval.seed, +1, …); their mean is reported
     knn_k: int = 200
     knn_temperature: float = 0.1
     batch_size: int = 512

@@ -18,6 +18,8 @@ def test_train_then_eval_end_to_end(tmp_path, fashion_mnist):
     result = run_cli("eval", str(run_dir), "eval.test_limit=500", "eval.labels_per_class=5")
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"linear_acc", "knn_acc", "linear_acc_5"} <= set(metrics)
+    assert len(metrics["linear_acc_5_draws"]) == 5  # eval.label_draws: the reported figure is their mean
+    assert metrics["linear_acc_5"] == pytest.approx(sum(metrics["linear_acc_5_draws"]) / 5, abs=1e-4)
     assert 0.4 < metrics["linear_acc"] <= 1.0  # ten classes: far above chance even after 6 steps
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved["linear_acc"] == metrics["linear_acc"] and "protocol" in saved

@@ -1,6 +1,9 @@
 import torch
 
-from mmbyol.evaluate import few_labels, knn_accuracy, linear_probe
+import pytest
+
+from mmbyol.errors import ConfigError
+from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, linear_probe
 from mmbyol.modalities.base import evenly_spaced
 
 
@@ -45,6 +48,17 @@ def test_few_labels_is_balanced_and_deterministic():
     assert torch.equal(chosen, few_labels(y, 3, seed=0))
     assert torch.bincount(y[chosen]).tolist() == [3] * 5
     assert not torch.equal(chosen, few_labels(y, 3, seed=1))
+
+
+def test_few_label_probes_are_one_probe_per_draw_of_the_labels():
+    x, y = blobs(spread=2.5)  # overlapping classes: which examples are labelled matters
+    tx, ty = blobs(spread=2.5, seed=1)
+    draws = few_label_probes(x, y, tx, ty, num_classes=4, per_class=3, draws=4, seed=7)
+    expected = [linear_probe(x[few_labels(y, 3, s)], y[few_labels(y, 3, s)], tx, ty, 4, s)[0] for s in range(7, 11)]
+    assert draws == expected
+    assert len(set(draws)) > 1
+    with pytest.raises(ConfigError, match="label_draws"):
+        few_label_probes(x, y, tx, ty, num_classes=4, per_class=3, draws=0)
 
 
 def test_limits_spread_over_a_set_stored_class_by_class():
