@@ -1,6 +1,5 @@
-import torch
-
 import pytest
+import torch
 
 from mmbyol.errors import ConfigError
 from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, linear_probe
