@@ -215,7 +215,7 @@ def validate(cfg: DictConfig) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{key}={value!r} is not a choice.{hint} Choose one of: {', '.join(allowed)}.")
-    for key in ("data.batch_size", "trainer.log_every", "trainer.checkpoint_every"):
+    for key in ("data.batch_size", "trainer.log_every", "trainer.checkpoint_every", "eval.label_draws"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}.")
     missing = [k for k in ("data.name", "encoder.name") if OmegaConf.is_missing(cfg, k)]

@@ -24,6 +24,7 @@ def test_overrides_refine_with_types_and_yaml_flow_lists():
     ("data.batch_size=abc", r"'data.batch_size'.*abc"),  # a wrong type
     ("optim.name=lasr", "optim.name='lasr'.*Did you mean 'lars'"),  # not a choice
     ("trainer.epochs", "key=value"),  # not an override
+    ("eval.label_draws=0", "eval.label_draws must be at least 1"),  # caught before any features are extracted
 ])
 def test_bad_overrides_name_the_key_and_what_to_do(override, message):
     with pytest.raises(ConfigError, match=message):
