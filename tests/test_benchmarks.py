@@ -12,7 +12,8 @@ compare = pytest.importorskip("compare_modalities")
 
 
 def test_plan_shares_runs_between_parts_and_lists_every_variant():
-    jobs = compare.plan(["image"], ["table", "batch", "augment"], compare.PROFILES["smoke"], {"image": [{"name": "solarize", "p": 0.5}]})
+    shared = {**compare.PROFILES["smoke"], "table": {}}  # no budget of the table's own: the parts share runs
+    jobs = compare.plan(["image"], ["table", "batch", "augment"], shared, {"image": [{"name": "solarize", "p": 0.5}]})
     ids = [job.id for job in jobs]
     assert len(ids) == len(set(ids))
     # table: 2 seeds × 4 methods; batch: 2 objectives × 2 sizes, the default size shared with the table;
@@ -24,6 +25,25 @@ def test_plan_shares_runs_between_parts_and_lists_every_variant():
     assert all("random_resized_crop" in o and "horizontal_flip" not in o for o in crop_only.overrides)
     added = next(job for job in jobs if job.variant == "+solarize")
     assert all(o.endswith('{"name": "solarize", "p": 0.5}]') for o in added.overrides)
+    byol = next(job for job in jobs if job.id == "image/byol/s0/b64/default")
+    assert byol.parts == ["table", "batch", "augment"]
+
+
+def test_a_table_budget_gives_the_table_its_own_runs():
+    profile = compare.PROFILES["smoke"]
+    budget = profile["table"]["image"]
+    jobs = compare.plan(["image"], ["table", "batch", "augment"], profile, {})
+    ids = [job.id for job in jobs]
+    assert len(ids) == len(set(ids))
+    table = [job for job in jobs if "table" in job.parts]
+    assert len(table) == 8 and all(job.parts == ["table"] for job in table)
+    assert all(job.id.endswith("/table") and job.overrides == budget for job in table)
+    # the sweeps share the default run among themselves, not with the table
+    sweeps = [job for job in jobs if "table" not in job.parts]
+    assert not any(o in budget for job in sweeps for o in job.overrides)
+    byol = next(job for job in sweeps if job.id == "image/byol/s0/b64/default")
+    assert byol.parts == ["batch", "augment"]
+    assert len(sweeps) == 4 + 3  # batch: 2 objectives × 2 sizes; augment: 2 removals and crop only, the default shared
 
 
 @pytest.mark.slow
@@ -42,9 +62,12 @@ def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, 
     report = (tmp_path / "out" / "compare_modalities.md").read_text()
     assert "## Modality table" in report and "## Augmentation value" in report and "+solarize" in report
     assert (tmp_path / "out" / "augment_value.png").stat().st_size > 1000
+    table = [r for r in results["records"] if "table" in r["parts"]]
+    assert len(table) == 8 and all(r["steps"] == 6 for r in table if r["method"] != "untrained")  # the table's budget
+    assert all(r["steps"] == 4 for r in results["records"] if "table" not in r["parts"])
     for record in results["records"]:  # every figure is traceable to its record
-        if record["variant"] == "default" and record["default_batch"]:
-            assert f"`{record['id']}`" in report
+        assert f"`{record['id']}`" in report
+    assert "trainer.max_steps=6" in report  # the table's budget is stated
 
 
 @pytest.mark.slow
