@@ -349,11 +349,12 @@ def report(results: dict[str, Any]) -> str:
     lines += ["## Budgets", "", f"Every run of the {profile} profile adds these overrides to the modality's defaults:", ""]
     for modality in modalities:
         lines.append(f"- {modality} ({DATA[modality]}): `{' '.join(PROFILES[profile][modality]) or '(none)'}`")
-    table_budget = PROFILES[profile].get("table", {})
+    table_budget = {m: o for m, o in PROFILES[profile].get("table", {}).items() if o and m in modalities}
     if table and table_budget:
-        lines += ["", "The modality table's runs (ids ending in `/table`) add these, for a larger budget:", ""]
-        for modality in modalities:
-            lines.append(f"- {modality}: `{' '.join(table_budget.get(modality, [])) or '(none)'}`")
+        lines += ["", "The modality table's runs of these modalities (ids ending in `/table`) add these overrides; "
+                  "the other modalities' table runs are the sweeps' own:", ""]
+        for modality, overrides in table_budget.items():
+            lines.append(f"- {modality}: `{' '.join(overrides)}`")
     return "\n".join(lines) + "\n"
 
 
