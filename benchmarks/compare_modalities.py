@@ -181,10 +181,10 @@ def plan(modalities: list[str], parts: list[str], profile: dict, extra: dict[str
         cfg = load_config([f"modality={modality}", *profile[modality]])
         default = cfg.data.batch_size
         if "table" in parts:
-            budget = profile.get("table", {}).get(modality, [])
+            own = profile.get("table", {}).get(modality, [])  # the table's own budget, if the profile gives one
             for seed in profile["seeds"]:
                 for method in ("byol", "untrained", "supervised", "infonce"):
-                    add(Job(modality, method, seed, default, True, overrides=budget, budget="table" if budget else ""), "table")
+                    add(Job(modality, method, seed, default, True, overrides=own, budget="table" if own else ""), "table")
         if "batch" in parts:
             for method in ("byol", "infonce"):
                 for batch in profile["batch_sizes"]:
@@ -261,6 +261,7 @@ def report(results: dict[str, Any]) -> str:
 
     modalities = list(dict.fromkeys(r["modality"] for r in records))
     table = in_part(records, "table")
+    table_budget = {m: o for m, o in PROFILES[profile].get("table", {}).items() if o and m in modalities}
     if table:
         lines += ["## Modality table", "",
                   f"Accuracy (%) of a linear probe on frozen features (all labels, and 10 labels per class: the mean "
@@ -268,7 +269,7 @@ def report(results: dict[str, Any]) -> str:
                   f"weighted kNN; mean ± half the range over seeds {', '.join(map(str, seeds))}. Training time and "
                   f"samples/s are per run (mean)."
                   + (" Runs whose id ends in `/table` have the table's own budget (Budgets, below)."
-                     if any(r["id"].endswith("/table") for r in table) else ""), "",
+                     if table_budget else ""), "",
                   "| modality | method | linear | linear, 10 labels | kNN | train s | samples/s | records |",
                   "|---|---|---|---|---|---|---|---|"]
         for modality in modalities:
@@ -349,7 +350,6 @@ def report(results: dict[str, Any]) -> str:
     lines += ["## Budgets", "", f"Every run of the {profile} profile adds these overrides to the modality's defaults:", ""]
     for modality in modalities:
         lines.append(f"- {modality} ({DATA[modality]}): `{' '.join(PROFILES[profile][modality]) or '(none)'}`")
-    table_budget = {m: o for m, o in PROFILES[profile].get("table", {}).items() if o and m in modalities}
     if table and table_budget:
         lines += ["", "The modality table's runs of these modalities (ids ending in `/table`) add these overrides; "
                   "the other modalities' table runs are the sweeps' own:", ""]
