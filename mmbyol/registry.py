@@ -23,6 +23,10 @@ ENTRY_POINT_GROUP = "mmbyol.plugins"
 BUILTIN_MODULES = ("mmbyol.modalities.image", "mmbyol.modalities.audio", "mmbyol.modalities.text")
 
 
+class NameTaken(ValueError):
+    """A name registered twice by different objects."""
+
+
 class Registry:
     """Named objects, optionally scoped by modality (encoders, augmentations, data sets are)."""
 
@@ -36,7 +40,7 @@ class Registry:
         key = (modality if self.scoped else "", name)
         if key in self._items and self._items[key] is not obj:
             where = f" for modality {modality!r}" if self.scoped else ""
-            raise ValueError(f"{self.kind} {name!r}{where} is already registered by {self._origin[key]}")
+            raise NameTaken(f"{self.kind} {name!r}{where} is already registered by {self._origin[key]}")
         self._items[key] = obj
         self._origin[key] = _current_origin
 
@@ -104,12 +108,19 @@ def register_modality(modality: Any) -> Any:
 
 
 def import_plugins(modules: list[str] | tuple[str, ...], origin: str | None = None) -> None:
-    """Import modules that register things (the config's ``plugins:`` list)."""
+    """Import modules that register things (the config's ``plugins:`` list). The built-in
+    modalities register first, so a plugin that takes one of their names is the one refused."""
     global _current_origin
+    if origin is None:
+        load_plugins()
     for module in modules:
         previous, _current_origin = _current_origin, origin or module
         try:
             importlib.import_module(module)
+        except NameTaken as error:
+            if origin == "mmbyol":  # a plugin imported by hand before the built-ins took their name
+                raise ConfigError(f"{module!r} cannot register its names: {error}. Rename that plugin's.") from error
+            raise ConfigError(f"Plugin module {module!r} cannot register its names: {error}. Rename yours in {module!r}.") from error
         except (ImportError, ValueError, TypeError) as error:  # ValueError, TypeError: "" or ".x"
             raise ConfigError(
                 f"Cannot import plugin module {module!r} ({error}). Install the package that "

@@ -3,7 +3,7 @@ import pytest
 from mmbyol import list_names, register_augmentation
 from mmbyol.augment import Augmentation
 from mmbyol.errors import ConfigError
-from mmbyol.registry import AUGMENTATIONS, ENCODERS
+from mmbyol.registry import AUGMENTATIONS, ENCODERS, import_plugins
 
 
 def test_builtin_names_are_listed():
@@ -27,3 +27,17 @@ def test_unknown_name_lists_available_and_suggests():
     with pytest.raises(ConfigError) as error:
         ENCODERS.get("image", "resnet81")
     assert "Did you mean 'resnet18'" in str(error.value) and "small_cnn" in str(error.value)
+
+
+def test_a_plugin_that_takes_a_builtin_name_is_told_to_rename_it(tmp_path, monkeypatch):
+    (tmp_path / "clashing_plugin.py").write_text(
+        "from mmbyol import Augmentation, register_augmentation\n"
+        "@register_augmentation('audio', 'mixup')\n"
+        "class Mixup(Augmentation):\n"
+        "    def apply(self, x, generator):\n"
+        "        return x\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"Plugin module 'clashing_plugin' .*'mixup' for modality 'audio' is already "
+                                          r"registered by mmbyol\. Rename yours"):
+        import_plugins(["clashing_plugin"])
