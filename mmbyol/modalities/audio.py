@@ -535,6 +535,35 @@ class AddNoise(Augmentation):
         return f"level={self.level}, tilt={self.tilt}, grain={self.grain}, p={self.p}"
 
 
+@register_augmentation("audio", "denoise")
+class Denoise(Augmentation):
+    """Spectral subtraction (Boll 1979) at a random strength: a view with less of the clip's
+    stationary noise. Each mel bin's noise level is taken as its mean over time (in the log
+    domain, as cepstral mean normalization does); ``strength`` ~ U(low, high) times that level
+    is subtracted from the power (``e^x``, the units mixup uses), and no cell drops below
+    ``floor`` times its input (the spectral floor of Berouti et al. 1979). Cells near the noise
+    level sink by up to ``log(floor)``; loud ones barely move. The two views of a clip get
+    different strengths, so the noise level they share stops being a cue BYOL can keep (not in
+    BYOL-A; README "Results"). The result is never above the input."""
+
+    def __init__(self, strength: tuple[float, float] = (0.0, 1.0), floor: float = 0.02, p: float = 1.0):
+        super().__init__(p)
+        if not 0 <= strength[0] <= strength[1] or not 0 < floor <= 1:
+            raise ValueError(f"strength must be [low, high] with 0 <= low <= high and floor lie in (0, 1]; got {strength}, {floor}")
+        self.strength, self.floor = tuple(strength), floor
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n = x.shape[0]
+        x32 = x.float()
+        level = x32.mean(dim=-1, keepdim=True)
+        strength = uniform(n, *self.strength, generator, x.device).view(n, *[1] * (x.dim() - 1))
+        gain = (1 - strength * torch.exp(level - x32)).clamp_min(self.floor)
+        return (x32 + gain.log()).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"strength={self.strength}, floor={self.floor}, p={self.p}"
+
+
 class _Masking(Augmentation):
     """SpecAugment masking (Park et al. 2019) along one axis: ``count`` bands per sample, each of
     width ~ U{0..max_width} at a random place, set to ``value`` (0, the mean level). torchaudio's

@@ -20,7 +20,8 @@ from ..conftest import run_cli, train_interrupted
 
 INFO = {"sample_rate": 16000, "clip_samples": 15200, "n_fft": 1024, "hop_length": 160, "n_mels": 64,
         "f_min": 60.0, "f_max": 7800.0, "mean": -10.0, "std": 5.0}
-AUDIO_AUGMENTATIONS = ["mixup", "random_resize_crop", "random_linear_fader", "gain", "time_mask", "freq_mask", "noise"]
+AUDIO_AUGMENTATIONS = ["mixup", "random_resize_crop", "random_linear_fader", "gain", "time_mask", "freq_mask", "noise",
+                      "denoise"]
 # Small and fast: the narrow encoder, tiny heads, a few steps on the tiny folder below.
 AUDIO_TINY = [
     "modality=audio", "data.name=audio-folder", "data.batch_size=8", "trainer.max_steps=4",
@@ -191,6 +192,22 @@ def test_noise_raises_the_floor_per_sample_and_never_lowers_the_input():
     assert floor.unique().numel() == len(x)  # an independent level per sample
     quiet = build_augmentation("audio", {"name": "noise", "level": [-60.0, -60.0]})
     assert torch.allclose(quiet(x, torch.Generator().manual_seed(0)), x, atol=1e-5)  # a floor far below: identity
+
+
+def test_denoise_subtracts_the_mean_level_down_to_the_floor_and_never_raises_the_input():
+    x = spectrograms()
+    assert torch.equal(build_augmentation("audio", {"name": "denoise", "strength": [0.0, 0.0]})(x, torch.Generator()), x)
+    y = build_augmentation("audio", {"name": "denoise", "floor": 0.05})(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and (y <= x).all() and (y >= x + math.log(0.05) - 1e-5).all()
+    # strength 1 on a stationary bin (its level everywhere) takes it to the floor; a cell 6 above
+    # its bin's level loses what the level's power is worth: log(1 − e^−6)
+    full = build_augmentation("audio", {"name": "denoise", "strength": [1.0, 1.0], "floor": 0.05})
+    x = torch.zeros(1, 1, 2, 4)
+    x[0, 0, 1] = torch.tensor([-2.0, -2.0, -2.0, 6.0])  # level 0: the loud cell sits 6 above it
+    y = full(x, torch.Generator())
+    torch.testing.assert_close(y[0, 0, 0], torch.full((4,), math.log(0.05)))
+    torch.testing.assert_close(y[0, 0, 1, 3], torch.tensor(6.0 + math.log(1 - math.exp(-6.0))))
+    torch.testing.assert_close(y[0, 0, 1, :3], torch.full((3,), -2.0 + math.log(0.05)))  # below the level: the floor
 
 
 @pytest.mark.parametrize("name,axis", [("time_mask", -1), ("freq_mask", -2)])
