@@ -542,9 +542,10 @@ class Denoise(Augmentation):
     domain, as cepstral mean normalization does); ``strength`` ~ U(low, high) times that level
     is subtracted from the power (``e^x``, the units mixup uses), and no cell drops below
     ``floor`` times its input (the spectral floor of Berouti et al. 1979). Cells near the noise
-    level sink by up to ``log(floor)``; loud ones barely move. The two views of a clip get
-    different strengths, so the noise level they share stops being a cue BYOL can keep (not in
-    BYOL-A; README "Results"). The result is never above the input."""
+    level or below it sink by up to ``log(floor)``; loud ones barely move. The two views of a
+    clip get different strengths, so the noise level they share stops being a cue BYOL can keep.
+    Not in BYOL-A, nor in the default pair: on spoken digits it helps short runs and hurts the
+    full one (README "Results"). The result is never above the input."""
 
     def __init__(self, strength: tuple[float, float] = (0.0, 1.0), floor: float = 0.02, p: float = 1.0):
         super().__init__(p)
