@@ -4,13 +4,16 @@
     python benchmarks/compare_modalities.py --profile full           # a GPU: full data, default epochs
     python benchmarks/compare_modalities.py --profile quick --modalities image \\
         --plugins mmbyol_cutout --augment cutout                      # what is my augmentation worth?
+    python benchmarks/compare_modalities.py --profile full --parts table \\
+        --methods byol untrained                                      # the paper's claim at full budget
 
 Parts (``--parts``, all by default), for each modality (image: Fashion-MNIST, audio: spoken
 digits, text: WordNet glosses):
 
     table       BYOL, the same encoder untrained, trained supervised (the upper bound), and the
-                InfoNCE objective with in-batch negatives, at the same budget; one row per method,
-                mean ± spread over the profile's seeds (spread: half the range)
+                InfoNCE objective with in-batch negatives, at the same budget; one row per method
+                (``--methods`` picks them), mean ± spread over the profile's seeds (spread: half
+                the range)
     batch       BYOL and InfoNCE at batch sizes 32, 64, 128, 256, the same epochs, lr scaled
                 linearly (paper Fig. 3a)
     augment     the default pair, the pair with each augmentation removed in turn, crop only, and
@@ -65,6 +68,7 @@ DATA = {"image": "Fashion-MNIST", "audio": "spoken digits (noisy, held-out accen
 # runs with the sweeps, which are relative comparisons and keep the smaller budget). Text trains
 # on its whole corpus there: the 400-per-class subset starves BYOL more than the few steps do
 # (measured: 800 steps on it give 35.6% kNN; 250 steps on the whole corpus, 41.7%).
+TABLE_METHODS = ("byol", "untrained", "supervised", "infonce")  # the modality table's rows, in order
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "seeds": (0, 1),
@@ -170,8 +174,10 @@ def run_job(job: Job, profile: list[str], work: Path) -> dict[str, Any]:
     }
 
 
-def plan(modalities: list[str], parts: list[str], profile: dict, extra: dict[str, list[dict]]) -> list[Job]:
-    """Every job of the chosen parts, each once (parts share runs with equal settings)."""
+def plan(modalities: list[str], parts: list[str], profile: dict, extra: dict[str, list[dict]],
+         methods: tuple[str, ...] = TABLE_METHODS) -> list[Job]:
+    """Every job of the chosen parts, each once (parts share runs with equal settings); the
+    modality table has a row for each of ``methods``."""
     jobs: dict[str, Job] = {}
 
     def add(job: Job, part: str) -> None:
@@ -183,7 +189,7 @@ def plan(modalities: list[str], parts: list[str], profile: dict, extra: dict[str
         if "table" in parts:
             own = profile.get("table", {}).get(modality, [])  # the table's own budget, if the profile gives one
             for seed in profile["seeds"]:
-                for method in ("byol", "untrained", "supervised", "infonce"):
+                for method in methods:
                     add(Job(modality, method, seed, default, True, overrides=own, budget="table" if own else ""), "table")
         if "batch" in parts:
             for method in ("byol", "infonce"):
@@ -263,9 +269,10 @@ def report(results: dict[str, Any]) -> str:
     table = in_part(records, "table")
     table_budget = {m: o for m, o in PROFILES[profile].get("table", {}).items() if o and m in modalities}
     if table:
+        draws = table[0]["config"]["eval"]["label_draws"]
         lines += ["## Modality table", "",
-                  f"Accuracy (%) of a linear probe on frozen features (all labels, and 10 labels per class: the mean "
-                  f"over {table[0]['config']['eval']['label_draws']} draws of them) and of "
+                  f"Accuracy (%) of a linear probe on frozen features (all labels, and 10 labels per class: "
+                  f"{f'the mean over {draws} draws of them' if draws > 1 else 'drawn once'}) and of "
                   f"weighted kNN; mean ± half the range over seeds {', '.join(map(str, seeds))}. Training time and "
                   f"samples/s are per run (mean)."
                   + (" Runs whose id ends in `/table` have the table's own budget (Budgets, below)."
@@ -273,7 +280,7 @@ def report(results: dict[str, Any]) -> str:
                   "| modality | method | linear | linear, 10 labels | kNN | train s | samples/s | records |",
                   "|---|---|---|---|---|---|---|---|"]
         for modality in modalities:
-            for method in ("byol", "untrained", "supervised", "infonce"):
+            for method in TABLE_METHODS:
                 rows = [r for r in table if r["modality"] == modality and r["method"] == method]
                 if not rows:
                     continue
@@ -444,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modalities", nargs="+", choices=("image", "audio", "text"), default=["image", "audio", "text"])
     parser.add_argument("--parts", nargs="+", choices=("table", "batch", "augment", "throughput"),
                         default=["table", "batch", "augment", "throughput"])
+    parser.add_argument("--methods", nargs="+", choices=TABLE_METHODS, default=list(TABLE_METHODS),
+                        help="the modality table's rows (e.g. byol untrained: the paper's claim alone, at half the cost)")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME|{name: ..., key: value}",
                         help="an extra augmentation to evaluate, added to both views (repeatable; plugins too)")
     parser.add_argument("--plugins", nargs="*", default=[], help="modules that register augmentations (as plugins: in a config)")
@@ -478,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
                                "records": [], "throughput": []}
     work = Path("runs") / f"compare-{args.profile}"
     started = time.perf_counter()
-    jobs = plan(args.modalities, args.parts, {**profile, **modality_overrides}, extra)
+    jobs = plan(args.modalities, args.parts, {**profile, **modality_overrides}, extra,
+                tuple(m for m in TABLE_METHODS if m in args.methods))
     print(f"{len(jobs)} runs, profile {args.profile}, on {results['machine']['description']}; runs in {work}/", flush=True)
 
     def save() -> None:

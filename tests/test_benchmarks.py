@@ -46,6 +46,13 @@ def test_a_table_budget_gives_the_table_its_own_runs():
     assert len(sweeps) == 4 + 3  # batch: 2 objectives × 2 sizes; augment: 2 removals and crop only, the default shared
 
 
+def test_methods_pick_the_tables_rows_and_leave_the_sweeps_alone():
+    jobs = compare.plan(["image"], ["table", "batch"], compare.PROFILES["smoke"], {}, methods=("byol", "untrained"))
+    table = [job for job in jobs if "table" in job.parts]
+    assert sorted((job.method, job.seed) for job in table) == [("byol", 0), ("byol", 1), ("untrained", 0), ("untrained", 1)]
+    assert {job.method for job in jobs if "batch" in job.parts} == {"byol", "infonce"}
+
+
 @pytest.mark.slow
 def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, monkeypatch):
     monkeypatch.chdir(tmp_path)
