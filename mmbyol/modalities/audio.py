@@ -550,7 +550,7 @@ class Denoise(Augmentation):
     def __init__(self, strength: tuple[float, float] = (0.0, 1.0), floor: float = 0.02, p: float = 1.0):
         super().__init__(p)
         if not 0 <= strength[0] <= strength[1] or not 0 < floor <= 1:
-            raise ValueError(f"strength must be [low, high] with 0 <= low <= high and floor lie in (0, 1]; got {strength}, {floor}")
+            raise ValueError(f"strength must be [low, high] with 0 <= low <= high, and floor must lie in (0, 1]; got {strength}, {floor}")
         self.strength, self.floor = tuple(strength), floor
 
     def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
