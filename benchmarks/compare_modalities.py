@@ -256,14 +256,23 @@ def ids(records: list[dict]) -> str:
     return ", ".join(f"`{r['id']}`" for r in records)
 
 
+def wall(results: dict[str, Any]) -> str:
+    """How long the run took; a resumed run says how many records it did not train again."""
+    minutes, reused = results["wall_minutes"], results.get("reused", 0)
+    if not reused:
+        return f"{minutes:.1f} minutes in all"
+    return (f"{minutes:.1f} minutes; {reused} of its {len(results['records'])} records were reused from an earlier "
+            f"run (`--resume`), not trained again")
+
+
 def report(results: dict[str, Any]) -> str:
     records, profile = results["records"], results["profile"]
     seeds = PROFILES[profile]["seeds"]
     lines = [f"# mmbyol: modalities compared ({profile} profile)", "",
              f"Command: `{results['command']}`  ",
              f"Machine: {results['machine']['description']}  ",
-             f"Finished {results['finished']}, {results['wall_minutes']:.1f} minutes in all. Every figure below "
-             f"names its records in `compare_modalities.json`, each with its resolved config.", ""]
+             f"Finished {results['finished']}, {wall(results)}. Every figure below names its records in "
+             f"`compare_modalities.json`, each with its resolved config.", ""]
 
     modalities = list(dict.fromkeys(r["modality"] for r in records))
     table = in_part(records, "table")
@@ -492,14 +501,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(jobs)} runs, profile {args.profile}, on {results['machine']['description']}; runs in {work}/", flush=True)
 
     def save() -> None:
+        results["reused"] = reused  # records taken from the earlier run (--resume), not trained again
         results["wall_minutes"] = (time.perf_counter() - started) / 60
         results["finished"] = time.strftime("%Y-%m-%d %H:%M")
         json_path.write_text(json.dumps(results, indent=1) + "\n")
 
+    reused = 0
     for i, job in enumerate(jobs, 1):
         record = previous.get(job.key)
         if record is None:
             record = {"key": job.key, **run_job(job, modality_overrides[job.modality], work)}
+        else:
+            reused += 1
         record["parts"] = job.parts  # a resumed record may now feed other parts
         results["records"].append(record)
         save()

@@ -75,6 +75,17 @@ def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, 
     for record in results["records"]:  # every figure is traceable to its record
         assert f"`{record['id']}`" in report
     assert "trainer.max_steps=6" in report  # the table's budget is stated
+    assert "minutes in all" in report and results["reused"] == 0
+
+    # --resume trains nothing that the JSON already holds, and the report says the records are reused
+    assert compare.main(["--profile", "smoke", "--modalities", "image", "--parts", "table", "augment",
+                         "--augment", "{name: solarize, p: 0.5}", "--out", str(tmp_path / "out"), "--resume"]) == 0
+    resumed = json.loads((tmp_path / "out" / "compare_modalities.json").read_text())
+    assert resumed["reused"] == len(resumed["records"]) == len(results["records"])
+    assert [r["linear_acc"] for r in resumed["records"]] == [r["linear_acc"] for r in results["records"]]
+    report = (tmp_path / "out" / "compare_modalities.md").read_text()
+    n = len(results["records"])
+    assert f"minutes; {n} of its {n} records were reused from an earlier run (`--resume`)" in report
 
 
 @pytest.mark.slow
