@@ -501,13 +501,14 @@ def main(argv: list[str] | None = None) -> int:
                 tuple(m for m in TABLE_METHODS if m in args.methods))
     print(f"{len(jobs)} runs, profile {args.profile}, on {results['machine']['description']}; runs in {work}/", flush=True)
 
+    reused = 0  # records taken from the earlier run (--resume), not trained again
+
     def save() -> None:
-        results["reused"] = reused  # records taken from the earlier run (--resume), not trained again
+        results["reused"] = reused
         results["wall_minutes"] = (time.perf_counter() - started) / 60
         results["finished"] = time.strftime("%Y-%m-%d %H:%M")
         json_path.write_text(json.dumps(results, indent=1) + "\n")
 
-    reused = 0
     for i, job in enumerate(jobs, 1):
         record = previous.get(job.key)
         if record is None:
