@@ -108,6 +108,13 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, seed: int =
     ``standardize=False``, e.g. for sparse TF-IDF rows), its L2 strength chosen on held-out
     training data (5-fold cross-validation for small sets, a 10% split otherwise).
     Returns (accuracy, chosen L2)."""
+    predictions, l2 = probe_predictions(train_x, train_y, test_x, num_classes, seed, standardize)
+    return float((predictions == test_y).float().mean()), l2
+
+
+def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0,
+                      standardize: bool = True) -> tuple[torch.Tensor, float]:
+    """The classes :func:`linear_probe`'s logistic regression predicts for ``test_x``, and its L2."""
     if standardize:
         mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
         train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -125,7 +132,8 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, seed: int =
         scores.append(sum(fold_scores) / len(fold_scores))
     best = L2_GRID[max(range(len(L2_GRID)), key=lambda i: (scores[i], L2_GRID[i]))]
     linear = fit_logistic(train_x, train_y, num_classes, best)
-    return _accuracy(linear, test_x, test_y), best
+    with torch.no_grad():
+        return linear(test_x).argmax(dim=1), best
 
 
 @torch.no_grad()
@@ -172,10 +180,10 @@ def few_label_probes(train_x, train_y, test_x, test_y, num_classes: int, per_cla
     return accuracies
 
 
-def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Evaluate the run's encoder (or, with ``eval.init=random``, an untrained one of the same
-    config) and write ``eval.json`` (``eval-random.json``)."""
-    started = time.perf_counter()
+def run_features(cfg: DictConfig, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, Any]:
+    """Features and labels of the training and test sets as :func:`evaluate` takes them, from the
+    run's encoder (or, with ``eval.init=random``, an untrained one of the same config):
+    ``(train_x, train_y, test_x, test_y, step, test_set)``."""
     modality = get_modality(cfg.modality)
     device = resolve_device(cfg.device)
     train_set, test_set = build_dataset(cfg, "train"), build_dataset(cfg, "test")
@@ -194,6 +202,14 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, info, autocast)
     if (train_y < 0).all():
         raise DataError(f"The training split of {cfg.data.name!r} has no labels; evaluation needs a labelled data set.")
+    return train_x, train_y, test_x, test_y, step, test_set
+
+
+def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Evaluate the run's encoder (or, with ``eval.init=random``, an untrained one of the same
+    config) and write ``eval.json`` (``eval-random.json``)."""
+    started = time.perf_counter()
+    train_x, train_y, test_x, test_y, step, _ = run_features(cfg, run_dir)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, cfg.eval.seed)
     result: dict[str, Any] = {

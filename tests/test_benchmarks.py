@@ -102,3 +102,29 @@ def test_gpu_check_runs_on_cpu_in_its_smoke_mode_and_records_both_checks(tmp_pat
     assert [row["encoder"] for row in record["throughput"]] == ["resnet18", "resnet50"]
     for row in record["throughput"]:
         assert row["full_step_samples_per_s"] > 0 and 0 < row["full_over_encoder"]
+
+
+@pytest.mark.slow
+def test_audio_errors_splits_the_eval_figure_by_clip_factor(tmp_path, capsys):
+    import audio_errors
+
+    from .conftest import run_cli
+    from .modalities.test_audio import fake_spoken_digits
+    fake_spoken_digits(tmp_path / "digits", per_folder=3)
+    run_dir = tmp_path / "run"
+    run_cli("train", "modality=audio", f"data.root={tmp_path / 'digits'}", f"run.dir={run_dir}", "data.batch_size=16",
+            "trainer.max_steps=2", "trainer.progress=false", "model.hidden_dim=64", "model.projection_dim=32",
+            "optim.warmup_epochs=0", "device=cpu", "encoder.d=64")
+    evaluation = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.label_draws=3").stdout.splitlines()[-1])
+
+    assert audio_errors.main([str(run_dir), "eval.label_draws=3", "--labels-per-class", "2"]) == 0
+    out = capsys.readouterr().out
+    overall = float(out.splitlines()[0].split(": ")[-1].split(" ")[0])
+    assert overall == pytest.approx(evaluation["linear_acc_2"], abs=1e-4)  # the same features, draws and probes
+    for table in ("| accent |", "| voice |", "| speed (wpm) |", "| pitch |", "| SNR (dB) |"):
+        assert table in out
+    # the two held-out accents, each with its 30 clips; five SNR bands over -5..10 dB
+    assert "| en-029 | 30 |" in out and "| en-gb-scotland | 30 |" in out
+    assert "| -5..-2 |" in out and "| +7..+10 |" in out
+    confusion = [line for line in out.splitlines() if line.startswith("| zero |")][-1]
+    assert sum(int(cell) for cell in confusion.strip("| ").split(" | ")[1:]) == 3 * 6  # 6 "zero" clips × 3 draws
