@@ -110,6 +110,7 @@ def test_audio_errors_splits_the_eval_figure_by_clip_factor(tmp_path, capsys):
 
     from .conftest import run_cli
     from .modalities.test_audio import fake_spoken_digits
+
     fake_spoken_digits(tmp_path / "digits", per_folder=3)
     run_dir = tmp_path / "run"
     run_cli("train", "modality=audio", f"data.root={tmp_path / 'digits'}", f"run.dir={run_dir}", "data.batch_size=16",
