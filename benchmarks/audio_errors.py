@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from mmbyol.evaluate import few_labels, load_eval_config, probe_predictions, run_features
+from mmbyol.evaluate import few_label_predictions, load_eval_config, run_features
 from mmbyol.modalities.audio import DIGITS
 from mmbyol.modalities.base import Subset
 
@@ -68,13 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{len(files) - len(test_y)} test clips could not be read (see the warnings); "
                          f"their rows cannot be matched to their files.")
     num_classes, n = len(DIGITS), args.labels_per_class
-    correct, confusion = [], torch.zeros(num_classes, num_classes, dtype=torch.long)
-    for draw in range(cfg.eval.seed, cfg.eval.seed + cfg.eval.label_draws):
-        subset = few_labels(train_y, n, draw)
-        predictions, _ = probe_predictions(train_x[subset], train_y[subset], test_x, num_classes, draw)
-        correct.append(predictions == test_y)
+    draws = few_label_predictions(train_x, train_y, test_x, num_classes, n, cfg.eval.label_draws, cfg.eval.seed)
+    correct = torch.stack([predictions == test_y for predictions in draws]).float()  # (draws, clips)
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    for predictions in draws:
         confusion.index_put_((test_y, predictions), torch.ones_like(test_y), accumulate=True)
-    correct = torch.stack(correct).float()  # (draws, clips)
     per_draw = correct.mean(dim=1)
     print(f"{args.run_dir} (step {step}, {cfg.eval.init}): linear probe on {n} labels per class, "
           f"{len(per_draw)} draws: {per_draw.mean():.4f} (draws {' / '.join(f'{a:.4f}' for a in per_draw.tolist())})")

@@ -170,14 +170,22 @@ def few_label_probes(train_x, train_y, test_x, test_y, num_classes: int, per_cla
     class, one per draw of those examples (draw i uses seed ``seed + i``). Which few examples are
     labelled moves the accuracy by several points (5 draws of 10 per class on spoken digits: 3 to
     5 points apart, measured), so one draw cannot rank two encoders; the mean of several can."""
+    return [float((predictions == test_y).float().mean())
+            for predictions in few_label_predictions(train_x, train_y, test_x, num_classes, per_class, draws, seed,
+                                                     standardize)]
+
+
+def few_label_predictions(train_x, train_y, test_x, num_classes: int, per_class: int, draws: int,
+                          seed: int = 0, standardize: bool = True) -> list[torch.Tensor]:
+    """What :func:`few_label_probes`' probes predict for ``test_x``, one tensor per draw."""
     if draws < 1:
         raise ConfigError(f"eval.label_draws must be at least 1; got {draws}.")
-    accuracies = []
+    predictions = []
     for draw in range(seed, seed + draws):
         subset = few_labels(train_y, per_class, draw)
-        accuracies.append(linear_probe(train_x[subset], train_y[subset], test_x, test_y, num_classes, draw,
-                                       standardize)[0])
-    return accuracies
+        predictions.append(probe_predictions(train_x[subset], train_y[subset], test_x, num_classes, draw,
+                                             standardize)[0])
+    return predictions
 
 
 def run_features(cfg: DictConfig, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, Any]:
