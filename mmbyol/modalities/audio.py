@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from ..augment import Augmentation, interpolation_matrix, uniform
 from ..config import DataConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..registry import register_augmentation, register_dataset, register_encoder, register_modality
 from .base import Modality
 
@@ -60,6 +60,10 @@ class AudioDataConfig(DataConfig):
     # spoken-digits only: noise mixed into each clip at an SNR drawn from this range (dB); null = clean
     snr_db: list[float] | None = field(default_factory=lambda: [-5.0, 10.0])
     noise_colour: float = 1.0  # the noise's power spectrum falls as 1/f^colour: 0 white, 1 pink, 2 brown
+    # spoken-digits only: in training, give each view of a clip its own noise, drawn afresh (SNR in
+    # snr_db, samples from a bank of noise windows) instead of the clip's one fixed noise; the
+    # test split and the normalization statistics keep the fixed noise
+    noise_per_view: bool = False
     test_accents: list[str] = field(default_factory=lambda: ["en-gb-scotland", "en-029"])
 
 
@@ -109,19 +113,23 @@ class AudioClips(Dataset):
     depends on (seed, epoch, index) only, so a resumed run reads the same items. Before that
     (evaluation, statistics, ``mmbyol views``) an item is the centred window: the same on every read.
     With ``snr_db``, each clip is mixed with coloured noise (``noise_colour``) whose SNR and
-    samples are fixed by the file's name, so the noisy set is the same on every read.
+    samples are fixed by the file's name, so the noisy set is the same on every read. With
+    ``noise_per_view`` as well, a training item (once ``set_epoch`` has been called) is instead
+    ``(2, samples)``: the same crop of the clean clip mixed with two independent noises, one per
+    view, whose SNRs and samples depend on (seed, epoch, index) only.
     An unreadable or empty file is logged and its item is ``None`` (skipped and counted).
     ``info`` holds the front-end settings and, for a training split (``training``), the normalization
     statistics, computed on first use (evaluating an exported encoder never needs them).
     """
 
     def __init__(self, files: list[Path], labels: list[int], classes: list[str], cfg: AudioDataConfig,
-                 training: bool, root: Path, snr_db: list[float] | None = None, noise_colour: float = 1.0):
+                 training: bool, root: Path, snr_db: list[float] | None = None, noise_colour: float = 1.0,
+                 noise_per_view: bool = False):
         self.files, self.labels, self.classes = files, labels, classes
         self.sample_rate, self.training, self.root = cfg.sample_rate, training, root
         self.length = round(cfg.clip_seconds * cfg.sample_rate)
         self.snr_db = tuple(snr_db) if snr_db is not None else None
-        self.noise_colour = noise_colour
+        self.noise_colour, self.noise_per_view = noise_colour, noise_per_view
         self.seed, self.epoch, self.stats_items = torch.initial_seed(), None, cfg.stats_items
         self.front_end = {
             "sample_rate": cfg.sample_rate, "clip_samples": self.length, "n_fft": cfg.n_fft,
@@ -157,9 +165,26 @@ class AudioClips(Dataset):
             window = wave[offset : offset + self.length]
         else:
             window = F.pad(wave, (offset, -excess - offset))
+        if self.snr_db is not None and self.noise_per_view and self.epoch is not None:
+            return self.noisy_views(window, wave.pow(2).mean(), index), self.labels[index]
         if self.snr_db is not None:
             window = window + self.noise(path) * (wave.pow(2).mean() / 10 ** (self.snr(path) / 10)).sqrt()
         return window.contiguous(), self.labels[index]
+
+    def noisy_views(self, window: torch.Tensor, power: torch.Tensor, index: int) -> torch.Tensor:
+        """``(2, samples)``: ``window`` mixed with two fresh noises at SNRs drawn from ``snr_db``
+        against the clip's ``power``. Each noise is one of ``VIEW_NOISES`` unit-power windows,
+        circularly shifted by a random amount (the windows are periodic, so the shift has no seam)."""
+        generator = torch.Generator().manual_seed(_stable_seed(self.seed, self.epoch, index, "pv"))
+        low, high = self.snr_db
+        views = []
+        for _ in range(2):
+            snr = low + (high - low) * float(torch.rand(1, generator=generator))
+            which = int(torch.randint(VIEW_NOISES, (1,), generator=generator))
+            shift = int(torch.randint(self.length, (1,), generator=generator))
+            noise = clip_noise(f"bank{which}", self.length, self.noise_colour)[1].roll(shift)
+            views.append(window + noise * (power / 10 ** (snr / 10)).sqrt())
+        return torch.stack(views)
 
     def _noise(self, path: Path) -> tuple[float, torch.Tensor]:
         return clip_noise(path.relative_to(self.root).as_posix(), self.length, self.noise_colour)
@@ -172,6 +197,9 @@ class AudioClips(Dataset):
     def noise(self, path: Path) -> torch.Tensor:
         """The clip's own unit-power noise over the window, its samples fixed by the clip's name."""
         return self._noise(path)[1]
+
+
+VIEW_NOISES = 4096  # noise windows the views of data.noise_per_view draw from (245 MB at 0.95 s)
 
 
 @lru_cache(maxsize=16384)
@@ -292,6 +320,9 @@ def spoken_digits(cfg: AudioDataConfig, split: str) -> AudioClips:
     unknown = sorted(set(cfg.test_accents) - set(ACCENTS))
     if unknown or not cfg.test_accents or len(set(cfg.test_accents)) == len(ACCENTS):
         raise DataError(f"data.test_accents must name some, not all, of {', '.join(ACCENTS)}; got {list(cfg.test_accents)}.")
+    if cfg.noise_per_view and cfg.snr_db is None:
+        raise ConfigError("data.noise_per_view=true gives each view its own noise, but data.snr_db=null asks for "
+                          "clean speech: set data.snr_db (e.g. [-5,10]) or drop data.noise_per_view.")
     root = prepare_spoken_digits(cfg)
     accents = [a for a in ACCENTS if (a in cfg.test_accents) == (split == "test")]
     files, labels = [], []
@@ -300,7 +331,8 @@ def spoken_digits(cfg: AudioDataConfig, split: str) -> AudioClips:
             found = sorted((root / accent / word).glob("*.wav"))
             files += found
             labels += [label] * len(found)
-    return AudioClips(files, labels, DIGITS, cfg, split == "train", root, cfg.snr_db, cfg.noise_colour)
+    return AudioClips(files, labels, DIGITS, cfg, split == "train", root, cfg.snr_db, cfg.noise_colour,
+                      cfg.noise_per_view)
 
 
 spoken_digits.prepare = prepare_spoken_digits
@@ -357,11 +389,16 @@ def log_mel(waves: torch.Tensor, info: dict, device: torch.device) -> torch.Tens
     return (mel(waves.to(device, non_blocking=True).float()) + LOG_EPS).log().unsqueeze(1)
 
 
-def prepare_audio(waves: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
-    """Waveforms → log-mel spectrograms normalized with the training set's statistics."""
+def prepare_audio(waves: torch.Tensor, device: torch.device,
+                  info: dict) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms → log-mel spectrograms normalized with the training set's statistics. A batch
+    of two waveforms per item ``(B, 2, samples)`` (``data.noise_per_view``) gives one batch of
+    spectrograms per view."""
     if "mean" not in info:
         raise DataError("Audio batches are normalized with the training set's statistics; pass the info of "
                         "the training data set (or the exported encoder's metadata['info']).")
+    if waves.dim() == 3:  # one view at a time: the STFT of both at once is past the allocator's reuse size
+        return tuple((log_mel(waves[:, view], info, device) - info["mean"]) / info["std"] for view in range(2))
     return (log_mel(waves, info, device) - info["mean"]) / info["std"]
 
 

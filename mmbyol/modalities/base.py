@@ -28,7 +28,8 @@ class Modality:
     - ``collate(inputs)``: a list of dataset inputs → one batch input of fixed shape;
     - ``prepare(batch, device, info)``: deterministic preprocessing on the device (uint8 → float,
       waveform → normalized log-mel …), before the augmentations; ``info`` is the training data
-      set's (saved with the run and in the exported encoder's ``metadata["info"]``);
+      set's (saved with the run and in the exported encoder's ``metadata["info"]``). It may return
+      a tuple ``(x1, x2)``, one input per view, when the data set gives each view its own copy;
     - ``render_views(original, view1, view2, path, info)``: a picture (or text) of view pairs, the
       prepared batch and its two views, written to ``path`` (``mmbyol views``; default file name
       ``views_file``);

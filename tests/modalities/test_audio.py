@@ -11,7 +11,7 @@ import torchaudio
 
 from mmbyol.augment import build_augmentation, build_views
 from mmbyol.config import load_config, to_container
-from mmbyol.errors import DataError
+from mmbyol.errors import ConfigError, DataError
 from mmbyol.modalities import audio
 from mmbyol.modalities.base import build_dataset, build_encoder, collate_items, get_modality
 from mmbyol.registry import AUGMENTATIONS
@@ -318,6 +318,39 @@ def test_spoken_digits_noise_has_the_drawn_snr_and_is_fixed_per_clip(tmp_path):
     assert all(torch.equal(kept[index], noisy[index][0]) for index in range(len(noisy)))
 
 
+def test_noise_per_view_gives_each_view_of_a_training_clip_its_own_fresh_noise(tmp_path):
+    fake_spoken_digits(tmp_path, per_folder=1)
+    options = ["modality=audio", f"data.root={tmp_path}", "data.snr_db=[-5,10]"]
+    fixed = build_dataset(load_config(options), "train")
+    per_view = build_dataset(load_config([*options, "data.noise_per_view=true"]), "train")
+    clean = build_dataset(load_config([*options, "data.snr_db=null"]), "train")
+    # before training starts (statistics, evaluation) an item is the set's own noisy clip
+    assert torch.equal(per_view[3][0], fixed[3][0])
+    for dataset in (fixed, per_view, clean):
+        dataset.set_epoch(0)
+    snrs = []
+    for index in range(len(per_view)):
+        views, label = per_view[index]
+        assert views.shape == (2, per_view.length) and label == fixed[index][1]
+        speech = audio.load_audio(per_view.files[index], 16000)
+        noises = views - clean[index][0]  # the same crop of the same clean clip under each view
+        snrs += [10 * math.log10(float(speech.pow(2).mean() / n.pow(2).mean())) for n in noises]
+        assert not torch.allclose(noises[0], noises[1], atol=1e-3)
+        assert torch.equal(views, per_view[index][0])  # fixed by (seed, epoch, index)
+    assert min(snrs) >= -5 - 1e-3 and max(snrs) <= 10 + 1e-3 and max(snrs) - min(snrs) > 3
+    per_view.set_epoch(1)
+    assert not torch.equal(views, per_view[len(per_view) - 1][0])  # drawn afresh each epoch
+    with pytest.raises(ConfigError, match="data.snr_db"):
+        build_dataset(load_config([*options, "data.noise_per_view=true", "data.snr_db=null"]), "train")
+
+
+def test_prepare_turns_two_waveforms_per_item_into_one_batch_per_view():
+    waves = torch.randn(3, 2, INFO["clip_samples"])
+    x1, x2 = audio.prepare_audio(waves, torch.device("cpu"), INFO)
+    assert torch.allclose(x1, audio.prepare_audio(waves[:, 0], torch.device("cpu"), INFO), atol=1e-5)
+    assert torch.allclose(x2, audio.prepare_audio(waves[:, 1], torch.device("cpu"), INFO), atol=1e-5)
+
+
 def test_spoken_digits_without_espeak_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(audio.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install espeak-ng"):
@@ -350,6 +383,21 @@ def test_resume_after_half_the_steps_equals_straight_training(tmp_path, tone_fol
     assert a["step"] == b["step"] == 8
     for key, value in [*a["model"].items(), *a["views"].items()]:
         assert torch.equal(value, {**b["model"], **b["views"]}[key]), key
+
+
+def test_training_with_noise_per_view_feeds_each_view_its_own_noisy_copy(tmp_path, monkeypatch):
+    import importlib
+
+    train_module = importlib.import_module("mmbyol.train")
+    fake_spoken_digits(tmp_path / "data", per_folder=1)
+    seen = []
+    real_views = train_module.ViewPair.forward
+    monkeypatch.setattr(train_module.ViewPair, "forward", lambda self, x, g: seen.append(x) or real_views(self, x, g))
+    options = [*AUDIO_TINY, "data.name=spoken-digits", f"data.root={tmp_path / 'data'}", "data.noise_per_view=true",
+               "trainer.max_steps=2", f"run.dir={tmp_path / 'run'}"]
+    train_module.train(load_config(options))
+    assert len(seen) == 2 and all(isinstance(x, tuple) and x[0].shape == x[1].shape == (8, 1, 64, 96) for x in seen)
+    assert not torch.equal(*seen[0])
 
 
 @pytest.mark.slow
