@@ -30,7 +30,7 @@ class TrainerConfig:
     max_steps: int | None = None  # when set, the run (and every schedule) is this many steps
     log_every: int = 10  # steps between lines of metrics.jsonl
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end of every epoch)
-    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 where the device has it natively: CUDA, CPUs with AVX512-BF16/AMX) | fp32 | bf16
     compile: bool = False  # torch.compile the encoder
     progress: bool = True  # tqdm progress bar
 

@@ -161,9 +161,27 @@ def make_loader(dataset, modality: Modality, cfg: DictConfig, epoch: int, start:
     )
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX. Other CPUs emulate bf16, and autocast there is several times slower than
+    fp32 (the audio step: 7× on a 2-core AVX2 EPYC, measured), not faster."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # torch.cpu's probes are private: a torch without them counts as no
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``trainer.precision`` as run: ``auto`` is bf16 where the device has it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def autocast_context(cfg: DictConfig, device: torch.device):
-    bf16 = cfg.trainer.precision == "bf16" or (cfg.trainer.precision == "auto" and device.type == "cuda")
-    if bf16:
+    if resolve_precision(cfg.trainer.precision, device) == "bf16":
         return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
@@ -473,9 +491,10 @@ def _train(cfg: DictConfig, ranks: Ranks, device: torch.device) -> Path:
         if ranks.main:
             save_checkpoint(checkpoint_path, cfg, step, model, optimizer, states, info)
 
-    log.info("training %s/%s on %s%s: %d items, %d steps of %d (%d per epoch) → %s",
+    log.info("training %s/%s on %s%s in %s: %d items, %d steps of %d (%d per epoch) → %s",
              cfg.modality, cfg.data.name, device, f" × {ranks.world} processes" if ranks.distributed else "",
-             len(dataset), total_steps, batch_size, steps_per_epoch, run_dir)
+             resolve_precision(cfg.trainer.precision, device), len(dataset), total_steps, batch_size,
+             steps_per_epoch, run_dir)
 
     skipped_total, items_read, interval_loss, interval_samples, interval_steps = 0, 0, 0.0, 0, 0
     interval_start = time.perf_counter()

@@ -82,3 +82,16 @@ def test_training_into_a_finished_run_without_resume_is_refused(tmp_path, fashio
     with pytest.raises(ConfigError, match="resume=auto"):
         train(config(tmp_path, "run"))
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it_natively(monkeypatch, native):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert train_module.resolve_precision("auto", cpu) == ("bf16" if native else "fp32")
+    assert train_module.resolve_precision("fp32", cpu) == "fp32"  # what is asked for explicitly is kept
+    assert train_module.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")  # a torch without the private probes
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert train_module.resolve_precision("auto", cpu) == "fp32"
