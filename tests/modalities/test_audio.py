@@ -227,6 +227,24 @@ def test_encoders_map_spectrograms_to_features():
     assert build_encoder("audio", {"name": "byola_cnn", "d": 256}, INFO)(spectrograms(n=2)).shape == (2, 256)
 
 
+def test_pooling_before_the_relu_gives_byol_a_order_bit_for_bit():
+    import copy
+
+    encoder = build_encoder("audio", {"name": "byola_cnn_small", "dropout": 0.0}, INFO)
+    reference = copy.deepcopy(encoder)  # BYOL-A's order: conv, BN, ReLU, max-pool
+    for block in range(3):
+        f = reference.features
+        f[4 * block + 2], f[4 * block + 3] = f[4 * block + 3], f[4 * block + 2]
+    assert isinstance(reference.features[2], torch.nn.ReLU) and isinstance(encoder.features[2], torch.nn.MaxPool2d)
+    x = spectrograms(n=8)
+    ours, theirs = encoder(x), reference(x)
+    ours.square().sum().backward()
+    theirs.square().sum().backward()
+    assert torch.equal(ours, theirs)
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(encoder.parameters(), reference.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(encoder.buffers(), reference.buffers()))  # BN running stats
+
+
 # ------------------------------------------------------------------------ data sets
 
 
