@@ -23,7 +23,7 @@ from .config import load_config
 from .errors import CheckpointError, ConfigError, DataError
 from .modalities.base import Modality, build_dataset, build_encoder, collate_items, evenly_spaced, get_modality
 from .registry import import_plugins
-from .train import autocast_context, keep_freed_memory, resolve_device
+from .train import autocast_context, resolve_device
 
 log = logging.getLogger("mmbyol")
 
@@ -194,7 +194,6 @@ def run_features(cfg: DictConfig, run_dir: Path) -> tuple[torch.Tensor, torch.Te
     ``(train_x, train_y, test_x, test_y, step, test_set)``."""
     modality = get_modality(cfg.modality)
     device = resolve_device(cfg.device)
-    keep_freed_memory(device)
     train_set, test_set = build_dataset(cfg, "train"), build_dataset(cfg, "test")
     if cfg.eval.test_limit is not None:
         test_set = evenly_spaced(test_set, cfg.eval.test_limit)

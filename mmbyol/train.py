@@ -47,7 +47,8 @@ CHECKPOINT_FORMAT = 1
 
 
 def resolve_device(name: str, ranks: Ranks = ONE_PROCESS) -> torch.device:
-    """The device of ``device=NAME``; under ``torchrun`` each process takes ``cuda:LOCAL_RANK``."""
+    """The device of ``device=NAME``; under ``torchrun`` each process takes ``cuda:LOCAL_RANK``.
+    A CPU device also sets the process up to compute on it (:func:`keep_freed_memory`)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
@@ -61,6 +62,7 @@ def resolve_device(name: str, ranks: Ranks = ONE_PROCESS) -> torch.device:
             raise ConfigError(f"torchrun started {ranks.local_world} processes on this machine, which has "
                               f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node={torch.cuda.device_count()}.")
         device = torch.device("cuda", ranks.local_rank)
+    keep_freed_memory(device)
     return device
 
 
@@ -429,7 +431,6 @@ def train(cfg: DictConfig) -> Path:
     ``torchrun`` every process calls this, each training on its slice of the global batch."""
     ranks = distributed.launched_ranks()
     device = resolve_device(cfg.device, ranks)
-    keep_freed_memory(device)
     distributed.init(ranks, device)
     try:
         return _train(cfg, ranks, device)

@@ -115,6 +115,7 @@ def mapped_bytes() -> int:
 def test_cpu_runs_take_large_tensors_from_the_heap_not_from_mappings_of_their_own():
     assert not train_module.keep_freed_memory(torch.device("cuda"))  # GPU runs leave the host's malloc alone
     before = mapped_bytes()
+    assert train_module.resolve_device("cpu") == torch.device("cpu")  # what train, eval and views call
     assert train_module.keep_freed_memory(torch.device("cpu"))
     # 64 MB, as big as a step's activations: glibc would map it afresh (and unmap it when freed,
     # so the next step faults its pages in again); now it comes from the heap, which keeps it
