@@ -69,6 +69,9 @@ DATA = {"image": "Fashion-MNIST", "audio": "spoken digits (noisy, held-out accen
 # runs with the sweeps, which are relative comparisons and keep the smaller budget). Text trains
 # on its whole corpus there: the 400-per-class subset starves BYOL more than the few steps do
 # (measured: 800 steps on it give 35.6% kNN; 250 steps on the whole corpus, 41.7%).
+# Audio trains on the spoken digits' fixed noise (``data.noise_per_view=false``, the set as issue 3
+# specifies it and the one every record here was measured on), so that BYOL, InfoNCE and the
+# supervised baseline and every augmentation variant see one and the same training set.
 TABLE_METHODS = ("byol", "untrained", "supervised", "infonce")  # the modality table's rows, in order
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
@@ -76,7 +79,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "batch_sizes": (32, 64, 128, 256),
         "image": ["data.limit=10000", "data.batch_size=64", "trainer.epochs=2", "optim.warmup_epochs=0.2", "eval.test_limit=2000",
                   "eval.label_draws=2"],
-        "audio": ["data.limit=5000", "trainer.epochs=1", "optim.warmup_epochs=0.2", "eval.test_limit=1000", "eval.label_draws=2"],
+        "audio": ["data.noise_per_view=false", "data.limit=5000", "trainer.epochs=1", "optim.warmup_epochs=0.2",
+                  "eval.test_limit=1000", "eval.label_draws=2"],
         "text": ["data.per_class=400", "trainer.epochs=2", "optim.warmup_epochs=0.2", "eval.test_limit=1000", "eval.label_draws=2"],
         "table": {"text": ["data.per_class=2000", "trainer.epochs=1", "optim.warmup_epochs=0.1"]},
     },
@@ -95,7 +99,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "seeds": (0, 1, 2),
         "batch_sizes": (32, 64, 128, 256),
         "image": [],
-        "audio": [],
+        "audio": ["data.noise_per_view=false"],
         "text": [],
     },
 }

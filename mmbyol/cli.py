@@ -65,17 +65,23 @@ def cmd_views(args) -> None:
     modality = get_modality(cfg.modality)
     device = resolve_device(cfg.device)
     dataset = build_dataset(cfg, "train")
-    n = int(options.get("n", 8))
-    items = [dataset[i] for i in range(min(n, len(dataset)))]
-    inputs, _labels, _skipped = collate_items(items, modality.collate)
-    batch = modality.prepare(inputs, device, dataset.info)
+    n = min(int(options.get("n", 8)), len(dataset))
+
+    def read():
+        inputs, _labels, _skipped = collate_items([dataset[i] for i in range(n)], modality.collate)
+        return modality.prepare(inputs, device, dataset.info)
+
+    originals = training_batch = read()  # as evaluation reads them
+    if hasattr(dataset, "set_epoch"):  # and as training reads them (audio: a random crop, a noise per view)
+        dataset.set_epoch(0)
+        training_batch = read()
     augment = to_container(cfg.augment)
     views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     with torch.no_grad():
-        view1, view2 = views(batch, generator)
+        view1, view2 = views(training_batch, generator)
     out = Path(options.get("out", modality.views_file))
-    modality.render_views(batch, view1, view2, out, dataset.info)
+    modality.render_views(originals, view1, view2, out, dataset.info)
     print(out)
 
 

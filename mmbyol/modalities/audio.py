@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from ..augment import Augmentation, interpolation_matrix, uniform
 from ..config import DataConfig
-from ..errors import ConfigError, DataError
+from ..errors import DataError
 from ..registry import register_augmentation, register_dataset, register_encoder, register_modality
 from .base import Modality
 
@@ -62,8 +62,10 @@ class AudioDataConfig(DataConfig):
     noise_colour: float = 1.0  # the noise's power spectrum falls as 1/f^colour: 0 white, 1 pink, 2 brown
     # spoken-digits only: in training, give each view of a clip its own noise, drawn afresh (SNR in
     # snr_db, samples from a bank of noise windows) instead of the clip's one fixed noise; the
-    # test split and the normalization statistics keep the fixed noise
-    noise_per_view: bool = False
+    # test split and the normalization statistics keep the fixed noise; nothing to do for clean
+    # speech (snr_db null). false trains on the set's fixed noise (README "Results": 83.9% against
+    # 90.2% with 10 labels)
+    noise_per_view: bool = True
     test_accents: list[str] = field(default_factory=lambda: ["en-gb-scotland", "en-029"])
 
 
@@ -326,9 +328,6 @@ def spoken_digits(cfg: AudioDataConfig, split: str) -> AudioClips:
     unknown = sorted(set(cfg.test_accents) - set(ACCENTS))
     if unknown or not cfg.test_accents or len(set(cfg.test_accents)) == len(ACCENTS):
         raise DataError(f"data.test_accents must name some, not all, of {', '.join(ACCENTS)}; got {list(cfg.test_accents)}.")
-    if cfg.noise_per_view and cfg.snr_db is None:
-        raise ConfigError("data.noise_per_view=true gives each view its own noise, but data.snr_db=null asks for "
-                          "clean speech: set data.snr_db (e.g. [-5,10]) or drop data.noise_per_view.")
     root = prepare_spoken_digits(cfg)
     accents = [a for a in ACCENTS if (a in cfg.test_accents) == (split == "test")]
     files, labels = [], []

@@ -11,7 +11,7 @@ import torchaudio
 
 from mmbyol.augment import build_augmentation, build_views
 from mmbyol.config import load_config, to_container
-from mmbyol.errors import ConfigError, DataError
+from mmbyol.errors import DataError
 from mmbyol.modalities import audio
 from mmbyol.modalities.base import build_dataset, build_encoder, collate_items, get_modality
 from mmbyol.registry import AUGMENTATIONS
@@ -339,9 +339,9 @@ def test_spoken_digits_noise_has_the_drawn_snr_and_is_fixed_per_clip(tmp_path):
 def test_noise_per_view_gives_each_view_of_a_training_clip_its_own_fresh_noise(tmp_path):
     fake_spoken_digits(tmp_path, per_folder=1)
     options = ["modality=audio", f"data.root={tmp_path}", "data.snr_db=[-5,10]"]
-    fixed = build_dataset(load_config(options), "train")
-    per_view = build_dataset(load_config([*options, "data.noise_per_view=true"]), "train")
-    clean = build_dataset(load_config([*options, "data.snr_db=null"]), "train")
+    per_view = build_dataset(load_config(options), "train")  # the default
+    fixed = build_dataset(load_config([*options, "data.noise_per_view=false"]), "train")
+    clean = build_dataset(load_config([*options, "data.snr_db=null"]), "train")  # no noise to redraw
     # before training starts (statistics, evaluation) an item is the set's own noisy clip
     assert torch.equal(per_view[3][0], fixed[3][0])
     for dataset in (fixed, per_view, clean):
@@ -358,8 +358,8 @@ def test_noise_per_view_gives_each_view_of_a_training_clip_its_own_fresh_noise(t
     assert min(snrs) >= -5 - 1e-3 and max(snrs) <= 10 + 1e-3 and max(snrs) - min(snrs) > 3
     per_view.set_epoch(1)
     assert not torch.equal(views, per_view[len(per_view) - 1][0])  # drawn afresh each epoch
-    with pytest.raises(ConfigError, match="data.snr_db"):
-        build_dataset(load_config([*options, "data.noise_per_view=true", "data.snr_db=null"]), "train")
+    assert fixed[0][0].shape == clean[0][0].shape == (per_view.length,)  # one window per item
+    assert not torch.equal(fixed[0][0], clean[0][0])
 
 
 def test_prepare_turns_two_waveforms_per_item_into_one_batch_per_view():
@@ -403,7 +403,7 @@ def test_resume_after_half_the_steps_equals_straight_training(tmp_path, tone_fol
         assert torch.equal(value, {**b["model"], **b["views"]}[key]), key
 
 
-def test_training_with_noise_per_view_feeds_each_view_its_own_noisy_copy(tmp_path, monkeypatch):
+def test_training_on_spoken_digits_feeds_each_view_its_own_noisy_copy(tmp_path, monkeypatch):
     import importlib
 
     train_module = importlib.import_module("mmbyol.train")
@@ -411,11 +411,34 @@ def test_training_with_noise_per_view_feeds_each_view_its_own_noisy_copy(tmp_pat
     seen = []
     real_views = train_module.ViewPair.forward
     monkeypatch.setattr(train_module.ViewPair, "forward", lambda self, x, g: seen.append(x) or real_views(self, x, g))
-    options = [*AUDIO_TINY, "data.name=spoken-digits", f"data.root={tmp_path / 'data'}", "data.noise_per_view=true",
-               "trainer.max_steps=2", f"run.dir={tmp_path / 'run'}"]
+    options = [*AUDIO_TINY, "data.name=spoken-digits", f"data.root={tmp_path / 'data'}", "trainer.max_steps=2", f"run.dir={tmp_path / 'run'}"]
     train_module.train(load_config(options))
     assert len(seen) == 2 and all(isinstance(x, tuple) and x[0].shape == x[1].shape == (8, 1, 64, 96) for x in seen)
     assert not torch.equal(*seen[0])
+
+
+def test_views_picture_the_originals_as_evaluated_and_the_views_as_trained(tmp_path, monkeypatch):
+    """``mmbyol views``: its first row is what evaluation reads (centred, the set's own noise),
+    the views come from what training reads: a random crop of each clip, under a noise of its own."""
+    import dataclasses
+
+    import mmbyol.augment as augment_module
+    from mmbyol import cli
+    from mmbyol.modalities import base
+
+    fake_spoken_digits(tmp_path / "data", per_folder=1)
+    seen, pictured = [], []
+    real_views = augment_module.ViewPair.forward
+    monkeypatch.setattr(augment_module.ViewPair, "forward", lambda self, x, g: seen.append(x) or real_views(self, x, g))
+    picturing = dataclasses.replace(get_modality("audio"), render_views=lambda original, *rest: pictured.append(original))
+    monkeypatch.setattr(base, "get_modality", lambda name: picturing)
+    options = ["modality=audio", f"data.root={tmp_path / 'data'}", "device=cpu"]
+    assert cli.main(["views", *options, "n=3", f"out={tmp_path / 'views.png'}"]) == 0
+    dataset = build_dataset(load_config(options), "train")
+    original = audio.prepare_audio(torch.stack([dataset[i][0] for i in range(3)]), torch.device("cpu"), dataset.info)
+    assert torch.allclose(pictured[0], original)
+    (x1, x2), = seen
+    assert x1.shape == x2.shape == original.shape and not torch.equal(x1, x2)
 
 
 @pytest.mark.slow
