@@ -21,10 +21,12 @@ from mmbyol.train import EpochBatches, load_checkpoint, train
 
 from .conftest import REPO, TINY, train_interrupted
 
-# BYOL's own optimizer and no augmentation: one process and two must then take the same steps,
-# up to the order of float additions. (AdamW's first steps amplify that rounding: an element
-# whose gradient is ~1e-9 still moves by ±lr.)
-SAME_STEPS = [*TINY, "trainer.log_every=1", "optim.name=lars", "optim.lr=0.5", "augment.view1=[]", "augment.view2=[]"]
+# BYOL's own optimizer and no augmentation, in fp32: one process and two must then take the same
+# steps, up to the order of float additions. (AdamW's first steps amplify that rounding: an element
+# whose gradient is ~1e-9 still moves by ±lr. bf16, which trainer.precision=auto picks on a CPU
+# with AVX512-BF16 or AMX, rounds each half batch apart: 5e-4 between the losses on an AMX Xeon.)
+SAME_STEPS = [*TINY, "trainer.log_every=1", "trainer.precision=fp32", "optim.name=lars", "optim.lr=0.5",
+              "augment.view1=[]", "augment.view2=[]"]
 
 
 def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
