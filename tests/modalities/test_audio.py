@@ -411,7 +411,8 @@ def test_training_on_spoken_digits_feeds_each_view_its_own_noisy_copy(tmp_path, 
     seen = []
     real_views = train_module.ViewPair.forward
     monkeypatch.setattr(train_module.ViewPair, "forward", lambda self, x, g: seen.append(x) or real_views(self, x, g))
-    options = [*AUDIO_TINY, "data.name=spoken-digits", f"data.root={tmp_path / 'data'}", "trainer.max_steps=2", f"run.dir={tmp_path / 'run'}"]
+    options = [*AUDIO_TINY, "data.name=spoken-digits", f"data.root={tmp_path / 'data'}", "trainer.max_steps=2",
+               f"run.dir={tmp_path / 'run'}"]
     train_module.train(load_config(options))
     assert len(seen) == 2 and all(isinstance(x, tuple) and x[0].shape == x[1].shape == (8, 1, 64, 96) for x in seen)
     assert not torch.equal(*seen[0])
