@@ -379,19 +379,25 @@ def collate_waves(inputs: list[torch.Tensor]) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def _mel(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float,
-         device: str) -> torchaudio.transforms.MelSpectrogram:
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop_length,
-        n_mels=n_mels, f_min=f_min, f_max=f_max, power=2.0,
-    ).to(device)
+def _front_end(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float,
+               device: str) -> tuple[torchaudio.transforms.Spectrogram, torchaudio.transforms.MelScale]:
+    """torchaudio's STFT (complex) and mel filterbank: ``MelSpectrogram`` in two parts."""
+    spectrogram = torchaudio.transforms.Spectrogram(n_fft=n_fft, win_length=n_fft, hop_length=hop_length, power=None)
+    mel_scale = torchaudio.transforms.MelScale(n_mels, sample_rate, f_min, f_max, n_stft=n_fft // 2 + 1)
+    return spectrogram.to(device), mel_scale.to(device)
 
 
 def log_mel(waves: torch.Tensor, info: dict, device: torch.device) -> torch.Tensor:
-    """``(B, samples)`` waveforms → ``(B, 1, n_mels, frames)`` log mel power, not normalized."""
-    mel = _mel(info["sample_rate"], info["n_fft"], info["hop_length"], info["n_mels"],
-               float(info["f_min"]), float(info["f_max"]), str(device))
-    return (mel(waves.to(device, non_blocking=True).float()) + LOG_EPS).log().unsqueeze(1)
+    """``(B, samples)`` waveforms → ``(B, 1, n_mels, frames)`` log mel power, not normalized:
+    torchaudio's ``MelSpectrogram`` (power 2), except that the power is re² + im², where
+    torchaudio takes ``abs().pow(2)``, a square root and a square: the same values to rounding
+    (tested), a batch of 64 clips × 2 views in 20–22 ms instead of 27–29 (2-core AVX512-BF16 EPYC,
+    median of 150 interleaved calls, three runs)."""
+    spectrogram, mel_scale = _front_end(info["sample_rate"], info["n_fft"], info["hop_length"], info["n_mels"],
+                                        float(info["f_min"]), float(info["f_max"]), str(device))
+    stft = spectrogram(waves.to(device, non_blocking=True).float())
+    power = stft.real.square() + stft.imag.square()
+    return (mel_scale(power) + LOG_EPS).log().unsqueeze(1)
 
 
 def prepare_audio(waves: torch.Tensor, device: torch.device,
