@@ -49,7 +49,7 @@ LOG_EPS = torch.finfo(torch.float32).eps  # BYOL-A's floor under the mel power b
 class AudioDataConfig(DataConfig):
     name: str = "spoken-digits"
     sample_rate: int = 16_000
-    clip_seconds: float = 0.95  # random crop of this length in training (centred in evaluation); short clips are padded
+    clip_seconds: float = 0.95  # a random crop of this length in training, the start in evaluation; short clips padded
     # log-mel front end (BYOL-A's)
     n_fft: int = 1024
     hop_length: int = 160
@@ -113,7 +113,10 @@ class AudioClips(Dataset):
     Once the training loop has called ``set_epoch``, an item is a crop of ``clip_seconds`` at a
     random place in a longer clip, or a shorter clip at a random offset in a zero window; the draw
     depends on (seed, epoch, index) only, so a resumed run reads the same items. Before that
-    (evaluation, statistics, ``mmbyol views``) an item is the centred window: the same on every read.
+    (evaluation, statistics, ``mmbyol views``) an item is the clip's first ``clip_seconds``, a shorter
+    clip padded at its end, as BYOL-A's evaluation package (EVAR) reads its test clips: recorded
+    sounds start near the start of their file, and a centred window cut the start off the words of
+    a fifth of the spoken digits (up to 0.55 s of silence follows each). The same on every read.
     With ``snr_db``, each clip is mixed with coloured noise (``noise_colour``) whose SNR and
     samples are fixed by the file's name, so the noisy set is the same on every read. With
     ``noise_per_view`` as well, a training item (once ``set_epoch`` has been called) is instead
@@ -162,7 +165,7 @@ class AudioClips(Dataset):
             generator = torch.Generator().manual_seed(_stable_seed(self.seed, self.epoch, index))
             offset = int(torch.randint(abs(excess) + 1, (1,), generator=generator))
         else:
-            offset = abs(excess) // 2
+            offset = 0
         if excess >= 0:
             window = wave[offset : offset + self.length]
         else:
@@ -224,7 +227,7 @@ def clip_noise(name: str, length: int, colour: float) -> tuple[float, torch.Tens
 
 def compute_statistics(dataset: AudioClips, items: int) -> dict[str, float]:
     """Mean and std of the log-mel values of up to ``items`` clips spread over the data set,
-    taken as evaluation takes them (centred); the normalization every run of this data keeps."""
+    taken as evaluation takes them (from the start); the normalization every run of this data keeps."""
     epoch, dataset.epoch = dataset.epoch, None
     try:
         step = max(1, len(dataset) // items)

@@ -255,7 +255,7 @@ def test_audio_folder_items_are_fixed_length_and_deterministic_per_epoch(tone_fo
     assert {"mean", "std"} <= set(train.info) and train.info["clip_samples"] == 15200
     item, label = train[0]
     assert item.shape == (15200,) and label == 0
-    torch.manual_seed(123)  # evaluation reads centred windows, whatever the global seed
+    torch.manual_seed(123)  # evaluation reads the same windows, whatever the global seed
     assert all(torch.equal(train[i][0], build_dataset(cfg, "train")[i][0]) for i in range(8))
     train.set_epoch(0)
     first = [train[i][0] for i in range(8)]
@@ -266,6 +266,18 @@ def test_audio_folder_items_are_fixed_length_and_deterministic_per_epoch(tone_fo
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not all(torch.equal(a, b) for a, b in zip(first, other))  # a new epoch, new crop positions
     assert torch.equal(test[3][0], test[3][0])
+
+
+def test_evaluation_reads_a_clip_from_its_start_and_pads_a_short_one_at_its_end(tone_folder):
+    """As BYOL-A's evaluation package reads test clips; a centred window cut the start off a word."""
+    cfg = load_config(["modality=audio", "data.name=audio-folder", f"data.root={tone_folder}"])
+    clips = build_dataset(cfg, "train")  # read as evaluation reads it: training has not called set_epoch
+    lengths = {index: len(audio.load_audio(path, 16000)) for index, path in enumerate(clips.files)}
+    long, short = max(lengths, key=lengths.get), min(lengths, key=lengths.get)
+    assert lengths[long] > 15200 > lengths[short]
+    assert torch.equal(clips[long][0], audio.load_audio(clips.files[long], 16000)[:15200])
+    wave = audio.load_audio(clips.files[short], 16000)
+    assert torch.equal(clips[short][0][: len(wave)], wave) and not clips[short][0][len(wave):].any()
 
 
 def test_corrupt_and_empty_files_are_skipped_and_counted(tmp_path, tone_folder):
@@ -419,7 +431,7 @@ def test_training_on_spoken_digits_feeds_each_view_its_own_noisy_copy(tmp_path, 
 
 
 def test_views_picture_the_originals_as_evaluated_and_the_views_as_trained(tmp_path, monkeypatch):
-    """``mmbyol views``: its first row is what evaluation reads (centred, the set's own noise),
+    """``mmbyol views``: its first row is what evaluation reads (from the start, the set's own noise),
     the views come from what training reads: a random crop of each clip, under a noise of its own."""
     import dataclasses
 
