@@ -374,6 +374,21 @@ def test_noise_per_view_gives_each_view_of_a_training_clip_its_own_fresh_noise(t
     assert not torch.equal(fixed[0][0], clean[0][0])
 
 
+def test_view_snr_db_sets_the_views_noise_and_leaves_the_sets_own_alone(tmp_path):
+    fake_spoken_digits(tmp_path, per_folder=1)
+    options = ["modality=audio", f"data.root={tmp_path}", "data.snr_db=[-5,10]"]
+    views_apart = build_dataset(load_config([*options, "data.view_snr_db=[20,25]"]), "train")
+    default = build_dataset(load_config(options), "train")
+    clean = build_dataset(load_config([*options, "data.snr_db=null"]), "train")
+    assert torch.equal(views_apart[0][0], default[0][0])  # what evaluation reads: the set's noise
+    views_apart.set_epoch(0)
+    clean.set_epoch(0)
+    for index in range(len(views_apart)):
+        speech = audio.load_audio(views_apart.files[index], 16000).pow(2).mean()
+        for noise in views_apart[index][0] - clean[index][0]:
+            assert 20 - 1e-3 <= 10 * math.log10(float(speech / noise.pow(2).mean())) <= 25 + 1e-3
+
+
 def test_prepare_turns_two_waveforms_per_item_into_one_batch_per_view():
     waves = torch.randn(3, 2, INFO["clip_samples"])
     x1, x2 = audio.prepare_audio(waves, torch.device("cpu"), INFO)
