@@ -49,6 +49,11 @@ def tone_folder(tmp_path_factory):
     return root
 
 
+def snr_db(speech, noise):
+    """The SNR in dB of ``noise`` against the power of the whole clip ``speech``, as the set defines it."""
+    return 10 * math.log10(float(speech.pow(2).mean() / noise.pow(2).mean()))
+
+
 def spectrograms(n=8, seed=0):
     return torch.randn(n, 1, 64, 96, generator=torch.Generator().manual_seed(seed))
 
@@ -339,7 +344,7 @@ def test_spoken_digits_noise_has_the_drawn_snr_and_is_fixed_per_clip(tmp_path):
         path = noisy.files[index]
         speech = audio.load_audio(path, 16000)
         noise = noisy[index][0] - clean[index][0]
-        snrs.append(10 * math.log10(float(speech.pow(2).mean() / noise.pow(2).mean())))
+        snrs.append(snr_db(speech, noise))
         assert snrs[-1] == pytest.approx(noisy.snr(path), abs=1e-3)
     assert min(snrs) >= -5 and max(snrs) <= 10 and max(snrs) - min(snrs) > 3
     # the noise is kept after the first read; what is kept is what a first read makes
@@ -364,7 +369,7 @@ def test_noise_per_view_gives_each_view_of_a_training_clip_its_own_fresh_noise(t
         assert views.shape == (2, per_view.length) and label == fixed[index][1]
         speech = audio.load_audio(per_view.files[index], 16000)
         noises = views - clean[index][0]  # the same crop of the same clean clip under each view
-        snrs += [10 * math.log10(float(speech.pow(2).mean() / n.pow(2).mean())) for n in noises]
+        snrs += [snr_db(speech, n) for n in noises]
         assert not torch.allclose(noises[0], noises[1], atol=1e-3)
         assert torch.equal(views, per_view[index][0])  # fixed by (seed, epoch, index)
     assert min(snrs) >= -5 - 1e-3 and max(snrs) <= 10 + 1e-3 and max(snrs) - min(snrs) > 3
@@ -384,9 +389,9 @@ def test_view_snr_db_sets_the_views_noise_and_leaves_the_sets_own_alone(tmp_path
     views_apart.set_epoch(0)
     clean.set_epoch(0)
     for index in range(len(views_apart)):
-        speech = audio.load_audio(views_apart.files[index], 16000).pow(2).mean()
+        speech = audio.load_audio(views_apart.files[index], 16000)
         for noise in views_apart[index][0] - clean[index][0]:
-            assert 20 - 1e-3 <= 10 * math.log10(float(speech / noise.pow(2).mean())) <= 25 + 1e-3
+            assert 20 - 1e-3 <= snr_db(speech, noise) <= 25 + 1e-3
 
 
 def test_prepare_turns_two_waveforms_per_item_into_one_batch_per_view():
