@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Debian's data packages (DESIGN §5), installed only when missing: Fashion-MNIST, espeak-ng that
-# synthesizes the spoken digits, and WordNet whose noun definitions are the text data set.
+# Debian's data packages, installed only when missing: Fashion-MNIST, espeak-ng that synthesizes
+# the spoken digits, and WordNet whose noun definitions are the text data set.
 DATA_PACKAGES := dataset-fashion-mnist espeak-ng wordnet-base
 data:
 	@dpkg -s $(DATA_PACKAGES) >/dev/null 2>&1 || \
@@ -34,6 +34,7 @@ demo: setup data
 test: setup data
 	$(BIN)/python -m pytest -q
 
+# ruff with the project's rules and its 120-column line length (pyproject.toml).
 lint: setup
 	$(BIN)/ruff check mmbyol tests benchmarks examples
 

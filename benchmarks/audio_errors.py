@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from mmbyol.data import Subset
 from mmbyol.evaluate import few_label_predictions, load_eval_config, run_features
-from mmbyol.modalities.audio import DIGITS
-from mmbyol.modalities.base import Subset
+from mmbyol.modalities.audio.spoken_digits import DIGITS
 
 SNR_BANDS = 5  # equal bands over data.snr_db
 
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_eval_config(args.run_dir, args.overrides)
     if cfg.modality != "audio" or cfg.data.name != "spoken-digits":
-        raise SystemExit(f"{args.run_dir} trained on {cfg.modality}/{cfg.data.name}; this analysis is for audio/spoken-digits.")
+        raise SystemExit(f"{args.run_dir} trained on {cfg.modality}/{cfg.data.name}; "
+                         f"this analysis is for audio/spoken-digits.")
     train_x, train_y, test_x, test_y, step, test_set = run_features(cfg, args.run_dir)
     files, factors = clip_factors(test_set)
     if len(files) != len(test_y):
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(per_draw)} draws: {per_draw.mean():.4f} (draws {' / '.join(f'{a:.4f}' for a in per_draw.tolist())})")
     for factor, values in factors.items():
         print(f"\n| {factor} | clips | accuracy |\n|---|---|---|")
-        for value in sorted(set(values), key=lambda v: (len(v), v) if factor != "SNR (dB)" else float(v.split("..")[0])):
+        order = (lambda v: float(v.split("..")[0])) if factor == "SNR (dB)" else (lambda v: (len(v), v))
+        for value in sorted(set(values), key=order):
             chosen = torch.tensor([v == value for v in values])
             print(f"| {value} | {int(chosen.sum())} | {correct[:, chosen].mean():.3f} |")
     print("\nconfusion, summed over draws (rows: the word said; columns: the word predicted)\n")

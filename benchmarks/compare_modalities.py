@@ -30,7 +30,6 @@ go to ``runs/compare-<profile>/``; ``--resume`` reuses the records of an interru
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import logging
@@ -45,12 +44,15 @@ from typing import Any
 
 import torch
 import yaml
-from throughput import full_step_rate, step_parts, timed  # benchmarks/throughput.py, this script's neighbour
+from throughput import batches, full_step_rate, timed, training_parts  # benchmarks/throughput.py, its neighbour
 
+from mmbyol.checkpoint import unwrap
 from mmbyol.config import load_config, to_container
+from mmbyol.data import prepare_views
 from mmbyol.errors import MMBYOLError
 from mmbyol.evaluate import evaluate
 from mmbyol.registry import AUGMENTATIONS, import_plugins
+from mmbyol.runtime import resolve_precision
 from mmbyol.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -77,11 +79,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "quick": {
         "seeds": (0, 1),
         "batch_sizes": (32, 64, 128, 256),
-        "image": ["data.limit=10000", "data.batch_size=64", "trainer.epochs=2", "optim.warmup_epochs=0.2", "eval.test_limit=2000",
-                  "eval.label_draws=2"],
+        "image": ["data.limit=10000", "data.batch_size=64", "trainer.epochs=2", "optim.warmup_epochs=0.2",
+                  "eval.test_limit=2000", "eval.label_draws=2"],
         "audio": ["data.noise_per_view=false", "data.limit=5000", "trainer.epochs=1", "optim.warmup_epochs=0.2",
                   "eval.test_limit=1000", "eval.label_draws=2"],
-        "text": ["data.per_class=400", "trainer.epochs=2", "optim.warmup_epochs=0.2", "eval.test_limit=1000", "eval.label_draws=2"],
+        "text": ["data.per_class=400", "trainer.epochs=2", "optim.warmup_epochs=0.2", "eval.test_limit=1000",
+                 "eval.label_draws=2"],
         "table": {"text": ["data.per_class=2000", "trainer.epochs=1", "optim.warmup_epochs=0.1"]},
     },
     "smoke": {  # seconds: for the test suite, not for figures
@@ -171,7 +174,8 @@ def run_job(job: Job, profile: list[str], work: Path) -> dict[str, Any]:
         samples_per_s = statistics.median(line["samples_per_s"] for line in lines[1:] or lines)
     result = evaluate(cfg, run_dir)
     return {
-        "id": job.id, "modality": job.modality, "method": job.method, "seed": job.seed, "variant": job.variant, "parts": job.parts,
+        "id": job.id, "modality": job.modality, "method": job.method, "seed": job.seed, "variant": job.variant,
+        "parts": job.parts,
         "batch_size": cfg.data.batch_size, "default_batch": job.default_batch, **{m: result.get(m) for m in METRICS},
         "train_seconds": round(train_seconds, 1), "samples_per_s": samples_per_s and round(samples_per_s, 1),
         "eval_seconds": result["seconds"], "n_train": result["n_train"], "n_test": result["n_test"],
@@ -195,15 +199,16 @@ def plan(modalities: list[str], parts: list[str], profile: dict, extra: dict[str
             own = profile.get("table", {}).get(modality, [])  # the table's own budget, if the profile gives one
             for seed in profile["seeds"]:
                 for method in methods:
-                    add(Job(modality, method, seed, default, True, overrides=own, budget="table" if own else ""), "table")
+                    job = Job(modality, method, seed, default, True, overrides=own, budget="table" if own else "")
+                    add(job, "table")
         if "batch" in parts:
             for method in ("byol", "infonce"):
                 for batch in profile["batch_sizes"]:
                     add(Job(modality, method, 0, batch, batch == default), "batch")
         if "augment" in parts:
             for variant, pair in pipeline_variants(modality, cfg, extra.get(modality, [])).items():
-                add(Job(modality, "byol", 0, default, True, variant, [] if variant == "default" else augment_overrides(pair)),
-                    "augment")
+                overrides = [] if variant == "default" else augment_overrides(pair)
+                add(Job(modality, "byol", 0, default, True, variant, overrides), "augment")
     return list(jobs.values())
 
 
@@ -213,15 +218,15 @@ def plan(modalities: list[str], parts: list[str], profile: dict, extra: dict[str
 def throughput(modality: str, profile: list[str], steps: int, warmup: int = 3) -> dict[str, Any]:
     """Samples/s of the full step (the training loop's own code, data loading included) and of
     the bare encoder forward + backward on one prepared batch, on this machine's device."""
-    from mmbyol.train import make_loader
-
     cfg = load_config([f"modality={modality}", *profile])
-    parts = step_parts(cfg)
-    full = full_step_rate(parts, cfg, steps, warmup, lr=1e-4)
+    t = training_parts(cfg)
+    full = full_step_rate(t, steps, warmup)
 
-    inputs, _labels, _skipped = next(iter(make_loader(parts.dataset, parts.modality, cfg, 0, 0, parts.device)))
-    prepared = parts.modality.prepare(inputs, parts.device, parts.dataset.info)
-    encoder, autocast, batch_size = parts.encoder, parts.autocast, cfg.data.batch_size
+    inputs, _labels, _skipped = next(batches(t))
+    prepared, _ = prepare_views(t.modality, inputs, t.device, t.info)
+    encoder, autocast, batch_size = unwrap(t.model).online_encoder, t.autocast, cfg.data.batch_size
+    if cfg.trainer.compile:  # as the model is, for a like-for-like ratio
+        encoder = torch.compile(encoder)
     encoder.train()
 
     def encoder_step(prepared):
@@ -232,8 +237,8 @@ def throughput(modality: str, profile: list[str], steps: int, warmup: int = 3) -
 
     bare = timed(itertools.repeat(prepared), encoder_step, steps, warmup, batch_size)
     return {"modality": modality, "encoder": cfg.encoder.name, "batch_size": batch_size,
-            "precision": "fp32" if autocast is contextlib.nullcontext else "bf16",
-            "device": str(parts.device), "steps": steps, "full_step_samples_per_s": round(full, 1),
+            "precision": resolve_precision(cfg.trainer.precision, t.device),
+            "device": str(t.device), "steps": steps, "full_step_samples_per_s": round(full, 1),
             "encoder_fwd_bwd_samples_per_s": round(bare, 1), "full_over_encoder": round(full / bare, 3)}
 
 
@@ -315,7 +320,8 @@ def report(results: dict[str, Any]) -> str:
             for metric in METRICS:
                 (bm, bs), (um, us) = mean_spread([r[metric] for r in byol]), mean_spread([r[metric] for r in base])
                 verdict = "holds" if bm - um > max(bs, us) else "does not hold"
-                parts.append(f"{METRIC_NAMES[metric]} {100 * (bm - um):+.1f} (spreads {100 * bs:.1f}/{100 * us:.1f}: {verdict})")
+                parts.append(f"{METRIC_NAMES[metric]} {100 * (bm - um):+.1f} "
+                             f"(spreads {100 * bs:.1f}/{100 * us:.1f}: {verdict})")
             lines.append(f"- {modality}: " + "; ".join(parts))
         lines.append("")
     batch = in_part(records, "batch")
@@ -324,14 +330,16 @@ def report(results: dict[str, Any]) -> str:
                   "Linear-probe accuracy (%, all labels / 10 labels per class), seed 0, the same epochs at every "
                   "batch size, learning rate scaled linearly. Drop: from the largest batch to the smallest.", "",
                   "![batch size](batch_size.png)", "",
-                  "| modality | method | " + " | ".join(f"batch {b}" for b in PROFILES[profile]["batch_sizes"]) + " | drop |",
+                  "| modality | method | " + " | ".join(f"batch {b}" for b in PROFILES[profile]["batch_sizes"])
+                  + " | drop |",
                   "|---|---|" + "---|" * (len(PROFILES[profile]["batch_sizes"]) + 1)]
         for modality in modalities:
             for method in ("byol", "infonce"):
                 rows = {r["batch_size"]: r for r in batch if r["modality"] == modality and r["method"] == method}
                 if len(rows) < 2:
                     continue
-                cells = [f"{100 * rows[b]['linear_acc']:.1f} / {100 * rows[b]['linear_acc_10']:.1f}" if b in rows else "–"
+                cells = [f"{100 * rows[b]['linear_acc']:.1f} / {100 * rows[b]['linear_acc_10']:.1f}"
+                         if b in rows else "–"
                          for b in PROFILES[profile]["batch_sizes"]]
                 small, large = rows[min(rows)], rows[max(rows)]
                 lines.append(f"| {modality} | {method} | " + " | ".join(cells) +
@@ -354,7 +362,8 @@ def report(results: dict[str, Any]) -> str:
             for r in [default] + [r for r in rows if r is not default]:
                 delta = [("" if r is default else f"{100 * (r[m] - default[m]):+.1f}") for m in METRICS]
                 lines.append(f"| {modality} | {r['variant']} | {100 * r['linear_acc']:.1f} | {delta[0]} | "
-                             f"{100 * r['linear_acc_10']:.1f} | {delta[1]} | {100 * r['knn_acc']:.1f} | {delta[2]} | `{r['id']}` |")
+                             f"{100 * r['linear_acc_10']:.1f} | {delta[1]} | {100 * r['knn_acc']:.1f} | {delta[2]} | "
+                             f"`{r['id']}` |")
         lines.append("")
     if results.get("throughput"):
         lines += ["## Throughput", "",
@@ -368,7 +377,8 @@ def report(results: dict[str, Any]) -> str:
                          f"{t['full_step_samples_per_s']:.0f} | {t['encoder_fwd_bwd_samples_per_s']:.0f} | "
                          f"{t['full_over_encoder']:.2f} |")
         lines.append("")
-    lines += ["## Budgets", "", f"Every run of the {profile} profile adds these overrides to the modality's defaults:", ""]
+    lines += ["## Budgets", "",
+              f"Every run of the {profile} profile adds these overrides to the modality's defaults:", ""]
     for modality in modalities:
         lines.append(f"- {modality} ({DATA[modality]}): `{' '.join(PROFILES[profile][modality]) or '(none)'}`")
     if table and table_budget:
@@ -401,7 +411,8 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
                 ax.plot(x, [100 * r["linear_acc"] for r in rows], "o-", color=colour, label=f"{method}, linear")
                 ax.plot(x, [100 * r["linear_acc_10"] for r in rows], "s--", color=colour, label=f"{method}, 10 labels")
             ax.set_xscale("log", base=2)
-            ax.set_xticks(PROFILES[results["profile"]]["batch_sizes"], [str(b) for b in PROFILES[results["profile"]]["batch_sizes"]])
+            sizes = PROFILES[results["profile"]]["batch_sizes"]
+            ax.set_xticks(sizes, [str(b) for b in sizes])
             ax.set_title(f"{modality}: {DATA[modality]}", fontsize=9)
             ax.set_xlabel("batch size")
             ax.set_ylabel("accuracy (%)")
@@ -427,7 +438,8 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set_yticks(list(y), [r["variant"] for r in others], fontsize=8)
             ax.axvline(0, color="black", linewidth=0.8)
             ax.set_xlabel("Δ accuracy vs default pair (points)")
-            ax.set_title(f"{modality}: default {100 * default['linear_acc']:.1f} / {100 * default['linear_acc_10']:.1f}", fontsize=9)
+            ax.set_title(f"{modality}: default {100 * default['linear_acc']:.1f} / "
+                         f"{100 * default['linear_acc_10']:.1f}", fontsize=9)
             ax.grid(alpha=0.3, axis="x")
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
@@ -446,7 +458,8 @@ def machine() -> dict[str, Any]:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    description = f"{gpu} GPU" if gpu else f"CPU only, {os.cpu_count()} cores ({cpu}), {torch.get_num_threads()} torch threads"
+    cpu_only = f"CPU only, {os.cpu_count()} cores ({cpu}), {torch.get_num_threads()} torch threads"
+    description = f"{gpu} GPU" if gpu else cpu_only
     return {"description": description, "cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
             "python": platform.python_version(), "platform": platform.platform()}
 
@@ -455,21 +468,25 @@ def parse_augment(text: str) -> dict:
     """``NAME`` or a YAML mapping such as ``{name: cutout, size: 8}``."""
     spec = yaml.safe_load(text) if text.lstrip().startswith("{") else {"name": text}
     if not isinstance(spec, dict) or "name" not in spec:
-        raise SystemExit(f"--augment {text!r}: give an augmentation name or a mapping with a name, e.g. '{{name: cutout, p: 0.5}}'")
+        raise SystemExit(f"--augment {text!r}: give an augmentation name or a mapping with a name, "
+                         f"e.g. '{{name: cutout, p: 0.5}}'")
     return spec
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--modalities", nargs="+", choices=("image", "audio", "text"), default=["image", "audio", "text"])
+    parser.add_argument("--modalities", nargs="+", choices=("image", "audio", "text"),
+                        default=["image", "audio", "text"])
     parser.add_argument("--parts", nargs="+", choices=("table", "batch", "augment", "throughput"),
                         default=["table", "batch", "augment", "throughput"])
     parser.add_argument("--methods", nargs="+", choices=TABLE_METHODS, default=list(TABLE_METHODS),
-                        help="the modality table's rows (e.g. byol untrained: the paper's claim alone, at half the cost)")
+                        help="the modality table's rows "
+                             "(e.g. byol untrained: the paper's claim alone, at half the cost)")
     parser.add_argument("--augment", action="append", default=[], metavar="NAME|{name: ..., key: value}",
                         help="an extra augmentation to evaluate, added to both views (repeatable; plugins too)")
-    parser.add_argument("--plugins", nargs="*", default=[], help="modules that register augmentations (as plugins: in a config)")
+    parser.add_argument("--plugins", nargs="*", default=[],
+                        help="modules that register augmentations (as plugins: in a config)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON, report and plots go")
     parser.add_argument("--resume", action="store_true", help="reuse the records already in --out's JSON")
     parser.add_argument("--throughput-steps", type=int, default=None)
@@ -486,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         owners = [m for m, name, _ in AUGMENTATIONS.entries() if name == spec["name"] and m in args.modalities]
         if not owners:
             known = sorted({name for m, name, _ in AUGMENTATIONS.entries() if m in args.modalities})
-            raise SystemExit(f"--augment {spec['name']!r} is not a registered augmentation of {', '.join(args.modalities)}. "
+            raise SystemExit(f"--augment {spec['name']!r} is not a registered augmentation of "
+                             f"{', '.join(args.modalities)}. "
                              f"Known: {', '.join(known)}. A plugin's augmentation needs --plugins MODULE.")
         for modality in owners:
             extra.setdefault(modality, []).append(spec)
@@ -496,14 +514,16 @@ def main(argv: list[str] | None = None) -> int:
     previous = {}
     if args.resume and json_path.exists():
         previous = {r["key"]: r for r in json.loads(json_path.read_text())["records"] if "key" in r}
-    command = "python benchmarks/compare_modalities.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    given = argv if argv is not None else sys.argv[1:]
+    command = "python benchmarks/compare_modalities.py " + " ".join(shlex.quote(a) for a in given)
     results: dict[str, Any] = {"profile": args.profile, "command": command.strip(), "machine": machine(),
                                "records": [], "throughput": []}
     work = Path("runs") / f"compare-{args.profile}"
     started = time.perf_counter()
     jobs = plan(args.modalities, args.parts, {**profile, **modality_overrides}, extra,
                 tuple(m for m in TABLE_METHODS if m in args.methods))
-    print(f"{len(jobs)} runs, profile {args.profile}, on {results['machine']['description']}; runs in {work}/", flush=True)
+    print(f"{len(jobs)} runs, profile {args.profile}, on {results['machine']['description']}; runs in {work}/",
+          flush=True)
 
     reused = 0  # records taken from the earlier run (--resume), not trained again
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from mmbyol.config import load_config
+from mmbyol.data import build_dataset
 from mmbyol.evaluate import few_label_probes, linear_probe
-from mmbyol.modalities.base import build_dataset
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORD = re.compile(r"(?u)\b\w\w+\b")  # scikit-learn's default token pattern
@@ -71,7 +71,8 @@ def main() -> None:
     probe = partial(linear_probe, num_classes=classes, seed=args.seed, standardize=False)
     result["linear_acc"], _ = probe(train_x, train_y, test_x, test_y)
     n = args.labels_per_class
-    draws = few_label_probes(train_x, train_y, test_x, test_y, classes, n, args.label_draws, args.seed, standardize=False)
+    draws = few_label_probes(train_x, train_y, test_x, test_y, classes, n, args.label_draws, args.seed,
+                             standardize=False)
     result[f"linear_acc_{n}"] = sum(draws) / len(draws)
     result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
     result[f"linear_acc_{n}_draws"] = [round(acc, 4) for acc in draws]

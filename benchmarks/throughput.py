@@ -1,15 +1,19 @@
-"""Samples per second of one BYOL step, measured side by side in one run (DESIGN §7).
+"""Samples per second of one training step, measured side by side in one run, for each modality:
 
-    (a) full    the mmbyol step: data loading, on-device batched augmentation, forward/backward,
-                optimizer, EMA update; the training loop's own code;
-    (b) bare    the same forward/backward/optimizer/EMA on views augmented beforehand: the limit
-                (a) cannot beat;
-    (c) pil     the same model step fed by a per-sample torchvision/PIL pipeline in DataLoader
-                workers, as most BYOL code does.
+    (a) full  the training loop's step: data loading, prepare, on-device batched augmentation,
+              forward/backward, optimizer, EMA update;
+    (b) bare  the same model step (forward/backward, optimizer, EMA) on views made beforehand:
+              the limit (a) cannot beat; (a)/(b) is what the data path and augmentation cost;
+    (c) pil   image only: the same model step fed by a per-sample torchvision/PIL pipeline in
+              DataLoader workers, as most BYOL code does.
 
-    python benchmarks/throughput.py [--steps 30] [--rounds 2] [--workers 2] [--device auto]
+    python benchmarks/throughput.py [--modalities image audio text] [--steps 30] [--rounds 2]
+                                    [--workers 2] [--device auto] [key=value ...]
 
-Prints a table and writes benchmarks/results/throughput.json. Never asserts timings.
+Every part is built by ``mmbyol.train.build_training``, as a training run builds it (each
+modality's defaults, the batch-scaled learning rate and its schedule), and the overrides refine
+every modality's config. Prints a table and writes benchmarks/results/throughput.json. Never
+asserts timings.
 """
 
 from __future__ import annotations
@@ -22,26 +26,17 @@ import platform
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 
-from mmbyol.augment import build_views
-from mmbyol.config import load_config, to_container
-from mmbyol.modalities.base import build_dataset, build_encoder, get_modality
-from mmbyol.optim import build_optimizer
-from mmbyol.train import autocast_context, build_model, make_loader, resolve_device, train_step
+from mmbyol.config import load_config
+from mmbyol.data import build_dataset, make_loader, prepare_views
+from mmbyol.runtime import resolve_device, resolve_precision
+from mmbyol.train import Training, build_training, model_step, train_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-class PassThrough(torch.nn.Module):
-    """Stands in for the augmentations when the views are already made."""
-
-    def forward(self, views, generator):
-        return views
 
 
 class PILPairs(Dataset):
@@ -87,113 +82,119 @@ def timed(batches, step, steps: int, warmup: int, batch_size: int) -> float:
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def step_parts(cfg) -> SimpleNamespace:
-    """What a training step needs (device, modality, data set, encoder, model, views, optimizer,
-    generator, autocast), built as the training loop builds it."""
+def training_parts(cfg) -> Training:
+    """The parts of a training step for ``cfg``, as ``mmbyol train`` builds them."""
     device = resolve_device(cfg.device)
-    modality = get_modality(cfg.modality)
-    dataset = build_dataset(cfg, "train")
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg.modality, cfg.encoder, dataset.info)
-    model = build_model(cfg, encoder).to(device)
-    if modality.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    augment = to_container(cfg.augment)
-    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
-    optimizer = build_optimizer(cfg.optim.name, model, cfg.optim.lr, cfg.optim.weight_decay)
-    if cfg.trainer.compile:  # as the training loop does; the bare encoder too, for a like-for-like ratio
-        model, encoder = torch.compile(model), torch.compile(encoder)
-    return SimpleNamespace(device=device, modality=modality, dataset=dataset, encoder=encoder, model=model, views=views,
-                           optimizer=optimizer, generator=torch.Generator(device=device).manual_seed(0),
-                           autocast=autocast_context(cfg, device))
+    dataset = build_dataset(cfg, "train")
+    return build_training(cfg, device, dataset, dataset.info)
 
 
-def full_step_rate(parts: SimpleNamespace, cfg, steps: int, warmup: int, lr: float) -> float:
-    """Samples/s of the full step: the training loop's loader, on-device augmentation, BYOL step, EMA."""
+def batches(t: Training):
+    """The training loop's batches, epoch after epoch."""
+    return (b for epoch in itertools.count() for b in make_loader(t.dataset, t.modality, t.cfg, epoch, 0, t.device))
+
+
+def full_step_rate(t: Training, steps: int, warmup: int) -> float:
+    """Samples/s of the full step: the loop's loader, ``prepare``, the views, the model step."""
+    counter = itertools.count()
+
     def step(batch):
         inputs, _labels, _skipped = batch
-        prepared = parts.modality.prepare(inputs, parts.device, parts.dataset.info)
-        train_step(parts.model, parts.views, prepared, parts.generator, parts.optimizer, lr, 0.99, parts.autocast)
+        x1, x2 = prepare_views(t.modality, inputs, t.device, t.info)
+        k = next(counter)
+        train_step(t, x1, x2, t.lr(k), t.tau(k))
 
-    loader = (b for epoch in itertools.count() for b in make_loader(parts.dataset, parts.modality, cfg, epoch, 0, parts.device))
-    return timed(loader, step, steps, warmup, cfg.data.batch_size)
+    return timed(batches(t), step, steps, warmup, t.cfg.data.batch_size)
 
 
-def main() -> None:
+def bare_step_rate(t: Training, steps: int, warmup: int) -> float:
+    """Samples/s of the model step alone, on views made beforehand on the device (a new pair each step)."""
+    pairs = []
+    with torch.no_grad():
+        for inputs, _labels, _skipped in itertools.islice(batches(t), steps + warmup):
+            pairs.append(t.views(*prepare_views(t.modality, inputs, t.device, t.info), t.generator))
+    counter = itertools.count()
+
+    def step(pair):
+        k = next(counter)
+        model_step(t.model, t.optimizer, *pair, t.lr(k), t.tau(k), t.autocast)
+
+    return timed(pairs, step, steps, warmup, t.cfg.data.batch_size)
+
+
+def pil_step_rate(t: Training, steps: int, warmup: int, workers: int) -> float:
+    """Samples/s of the model step fed by per-sample PIL augmentation in ``workers`` processes."""
+    loader = DataLoader(PILPairs(t.dataset.images, t.info["size"]), batch_size=t.cfg.data.batch_size, shuffle=True,
+                        num_workers=workers, drop_last=True, pin_memory=t.device.type == "cuda")
+    counter = itertools.count()
+
+    def step(pair):
+        v1, v2 = (v.to(t.device, non_blocking=True).contiguous(memory_format=torch.channels_last) for v in pair)
+        k = next(counter)
+        model_step(t.model, t.optimizer, v1, v2, t.lr(k), t.tau(k), t.autocast)
+
+    return timed(loader, step, steps, warmup, t.cfg.data.batch_size)
+
+
+def measure(modality: str, overrides: list[str], args) -> dict:
+    cfg = load_config([f"modality={modality}", "trainer.progress=false", f"device={args.device}", *overrides])
+    t = training_parts(cfg)
+    parts = {"full": lambda: full_step_rate(t, args.steps, args.warmup),
+             "bare": lambda: bare_step_rate(t, args.steps, args.warmup)}
+    if hasattr(t.dataset, "images"):  # images held as one uint8 tensor: the PIL pipeline can read them
+        parts["pil"] = lambda: pil_step_rate(t, args.steps, args.warmup, args.workers)
+    runs = {name: [] for name in parts}
+    for _ in range(args.rounds):  # in turn, so a machine's drift touches every part alike
+        for name, rate in parts.items():
+            runs[name].append(rate())
+    median = {name: statistics.median(values) for name, values in runs.items()}
+    result = {"samples_per_s": median, "all_rounds": runs, "full_over_bare": median["full"] / median["bare"],
+              "config": {"encoder": cfg.encoder.name, "batch_size": cfg.data.batch_size, "data": cfg.data.name,
+                         "hidden_dim": cfg.model.hidden_dim, "projection_dim": cfg.model.projection_dim,
+                         "precision": resolve_precision(cfg.trainer.precision, t.device), "steps": args.steps,
+                         "rounds": args.rounds, "overrides": overrides}}
+    if "pil" in median:
+        result["full_over_pil"] = median["full"] / median["pil"]
+        result["config"]["pil_workers"] = args.workers
+    print(f"{modality}: {cfg.encoder.name}, batch {cfg.data.batch_size}, {result['config']['precision']}, "
+          f"on {t.device} ({torch.get_num_threads()} threads)")
+    print(f"  (a) full step, data + augmentation    {median['full']:8.0f} samples/s")
+    print(f"  (b) bare step on pre-made views       {median['bare']:8.0f} samples/s   (a)/(b) = "
+          f"{result['full_over_bare']:.3f}")
+    if "pil" in median:
+        print(f"  (c) per-sample PIL pipeline, {args.workers} workers {median['pil']:8.0f} samples/s   (a)/(c) = "
+              f"{result['full_over_pil']:.2f}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modalities", nargs="+", default=["image", "audio", "text"])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=2, help="repeat (a), (b), (c) in turn; report the median")
+    parser.add_argument("--rounds", type=int, default=2, help="repeat the parts in turn; report the median")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the PIL pipeline")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. encoder.name=resnet18")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("overrides", nargs="*", help="config overrides for every modality, e.g. data.batch_size=128")
+    args = parser.parse_args(argv)
 
-    cfg = load_config(["model.hidden_dim=1024", "model.projection_dim=128", "data.batch_size=256",
-                       f"device={args.device}", *args.overrides])
-    parts = step_parts(cfg)
-    device, modality, dataset, model = parts.device, parts.modality, parts.dataset, parts.model
-    views, optimizer, generator, autocast = parts.views, parts.optimizer, parts.generator, parts.autocast
-    batch_size = cfg.data.batch_size
-    needed = args.warmup + args.steps
-
-    def full():
-        return full_step_rate(parts, cfg, args.steps, args.warmup, lr=0.1)
-
-    # (b) views made beforehand, on the device, a different pair for every step.
-    pre_made = []
-    with torch.no_grad():
-        for inputs, _labels, _skipped in make_loader(dataset, modality, cfg, 0, 0, device):
-            pre_made.append(views(modality.prepare(inputs, device, dataset.info), generator))
-            if len(pre_made) == needed:
-                break
-    passthrough = PassThrough()
-
-    def bare():
-        def step(pair):
-            train_step(model, passthrough, pair, generator, optimizer, 0.1, 0.99, autocast)
-
-        return timed(pre_made, step, args.steps, args.warmup, batch_size)
-
-    pil_set = PILPairs(dataset.images, dataset.info["size"])  # Fashion-MNIST / CIFAR-10: uint8 tensors in memory
-
-    def pil():
-        loader = DataLoader(pil_set, batch_size=batch_size, shuffle=True, num_workers=args.workers, drop_last=True,
-                            persistent_workers=False, pin_memory=device.type == "cuda")
-
-        def step(pair):
-            v1, v2 = (v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for v in pair)
-            train_step(model, passthrough, (v1, v2), generator, optimizer, 0.1, 0.99, autocast)
-
-        return timed(loader, step, args.steps, args.warmup, batch_size)
-
-    runs = {"full": [], "bare": [], "pil": []}
-    for _ in range(args.rounds):
-        for name, measure in (("full", full), ("bare", bare), ("pil", pil)):
-            runs[name].append(measure())
-    median = {name: statistics.median(values) for name, values in runs.items()}
-    result = {
-        "samples_per_s": median,
-        "all_rounds": runs,
-        "full_over_bare": median["full"] / median["bare"],
-        "full_over_pil": median["full"] / median["pil"],
-        "config": {"encoder": cfg.encoder.name, "batch_size": batch_size, "hidden_dim": cfg.model.hidden_dim,
-                   "projection_dim": cfg.model.projection_dim, "data": cfg.data.name, "steps": args.steps,
-                   "rounds": args.rounds, "pil_workers": args.workers},
-        "machine": {"device": str(device), "cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
-    }
-    print(f"BYOL step throughput, {cfg.encoder.name}, batch {batch_size}, heads "
-          f"{cfg.model.hidden_dim}/{cfg.model.projection_dim}, on {device} ({torch.get_num_threads()} threads)")
-    print(f"  (a) full mmbyol step, data + augmentation  {median['full']:8.0f} samples/s")
-    print(f"  (b) bare step on pre-made views            {median['bare']:8.0f} samples/s")
-    print(f"  (c) per-sample PIL pipeline, {args.workers} workers     {median['pil']:8.0f} samples/s")
-    print(f"  (a)/(b) = {result['full_over_bare']:.3f}    (a)/(c) = {result['full_over_pil']:.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    results = {modality: measure(modality, args.overrides, args) for modality in args.modalities}
+    device = resolve_device(args.device)
+    record = {"modalities": results,
+              "machine": {"device": str(device), "cpu_threads": torch.get_num_threads(),
+                          "platform": platform.platform(), "processor": platform.processor(),
+                          "torch": torch.__version__,
+                          "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None},
+              "command": "python benchmarks/throughput.py " + " ".join(argv if argv is not None else [])}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "throughput.json").write_text(json.dumps(record, indent=2) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
+    import sys
+
     with contextlib.suppress(KeyboardInterrupt):
-        main()
+        sys.exit(main(sys.argv[1:]))

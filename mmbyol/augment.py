@@ -120,18 +120,16 @@ class Compose(nn.Module):
 
 
 class ViewPair(nn.Module):
-    """The two augmentation pipelines of BYOL; asymmetric when the two lists differ. The input is
-    one prepared batch that both pipelines start from or, when the data set gives each view its
-    own copy of an example (spoken digits with ``data.noise_per_view``), a tuple ``(x1, x2)``:
-    view 1 is made from ``x1`` and view 2 from ``x2``."""
+    """The two augmentation pipelines of BYOL; asymmetric when the two lists differ.
+    ``view1, view2 = views(x1, x2, generator)``: view 1 is made from ``x1`` and view 2 from
+    ``x2``, the same prepared batch unless the data set gives each view an input of its own."""
 
     def __init__(self, view1: Compose, view2: Compose):
         super().__init__()
         self.view1 = view1
         self.view2 = view2
 
-    def forward(self, x: Batch | tuple[Batch, Batch], generator: torch.Generator) -> tuple[Batch, Batch]:
-        x1, x2 = x if isinstance(x, tuple) else (x, x)
+    def forward(self, x1: Batch, x2: Batch, generator: torch.Generator) -> tuple[Batch, Batch]:
         return self.view1(x1, generator), self.view2(x2, generator)
 
 

@@ -1,4 +1,4 @@
-"""``mmbyol train|eval|views|list|config|data`` (DESIGN §4)."""
+"""The command line: ``mmbyol train|eval|views|list|config|data`` (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from .errors import MMBYOLError
 
 log = logging.getLogger("mmbyol")
 
-USAGE = """mmbyol train [modality=image|audio|text] [key=value ...]   train; prints the run directory
+USAGE = """mmbyol train [modality=image|audio|text] [config=FILE] [key=value ...]
+                                                           train; prints the run directory
 mmbyol eval RUN_DIR [key=value ...]                        linear probe + kNN -> eval.json, one JSON line
 mmbyol views [modality=NAME] [out=FILE] [n=8] [key=value ...]
                                                            augmented view pairs (a picture; text: decoded)
@@ -53,36 +54,14 @@ def cmd_eval(args) -> None:
 
 
 def cmd_views(args) -> None:
-    import torch
-
-    from .augment import build_views
-    from .config import load_config, to_container
-    from .modalities.base import build_dataset, collate_items, get_modality
-    from .train import resolve_device
+    from .config import load_config
+    from .views import show_views
 
     options, overrides = _split_options(args.overrides, ("out", "n"))
-    cfg = load_config(overrides)
-    modality = get_modality(cfg.modality)
-    device = resolve_device(cfg.device)
-    dataset = build_dataset(cfg, "train")
-    n = min(int(options.get("n", 8)), len(dataset))
-
-    def read():
-        inputs, _labels, _skipped = collate_items([dataset[i] for i in range(n)], modality.collate)
-        return modality.prepare(inputs, device, dataset.info)
-
-    originals = training_batch = read()  # as evaluation reads them
-    if hasattr(dataset, "set_epoch"):  # and as training reads them (audio: a random crop, a noise per view)
-        dataset.set_epoch(0)
-        training_batch = read()
-    augment = to_container(cfg.augment)
-    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    with torch.no_grad():
-        view1, view2 = views(training_batch, generator)
-    out = Path(options.get("out", modality.views_file))
-    modality.render_views(originals, view1, view2, out, dataset.info)
-    print(out)
+    n = options.get("n", "8")
+    if not n.isdigit() or int(n) < 1:
+        raise MMBYOLError(f"n={n!r}: n is the number of items to show, a whole number such as n=8.")
+    print(show_views(load_config(overrides), options.get("out"), int(n)))
 
 
 def cmd_list(args) -> None:
@@ -106,7 +85,7 @@ def cmd_config(args) -> None:
 
 def cmd_data(args) -> None:
     from .config import load_config
-    from .modalities.base import build_dataset
+    from .data import build_dataset
     from .registry import DATASETS
 
     if args.action != "prepare":
@@ -124,8 +103,12 @@ def cmd_data(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mmbyol", description="BYOL self-supervised learning for images, audio and text.",
-                                     usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mmbyol",
+        description="BYOL self-supervised learning for images, audio and text.",
+        usage=USAGE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = commands.add_parser("train", help="train BYOL; prints the run directory")

@@ -1,6 +1,7 @@
 """Structured configs, composed as ``configs/base.yaml`` ← ``configs/modality/NAME.yaml`` ←
-``key=value`` overrides, with struct mode on: a typo or a wrong type fails early, with the key
-named and the closest valid one suggested."""
+``config=FILE`` ← ``key=value`` overrides, with struct mode on: a typo or a wrong type fails
+early, with the key named and the closest valid one suggested. The YAML files ship inside the
+package (``mmbyol/configs/``)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class TrainerConfig:
     max_steps: int | None = None  # when set, the run (and every schedule) is this many steps
     log_every: int = 10  # steps between lines of metrics.jsonl
     checkpoint_every: int = 500  # steps between checkpoints (and one at the end of every epoch)
-    precision: str = "auto"  # auto (bf16 where the device has it natively: CUDA, CPUs with AVX512-BF16/AMX) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 where the device has it natively, else fp32) | fp32 | bf16
     compile: bool = False  # torch.compile the encoder
     progress: bool = True  # tqdm progress bar
 
@@ -110,8 +111,8 @@ CHOICES = {
 
 
 def config_dir() -> Path:
-    """``$MMBYOL_CONFIG_DIR``, else the ``configs/`` folder of the source tree."""
-    return Path(os.environ.get("MMBYOL_CONFIG_DIR", Path(__file__).resolve().parent.parent / "configs"))
+    """``$MMBYOL_CONFIG_DIR``, else the default configs that ship in the package."""
+    return Path(os.environ.get("MMBYOL_CONFIG_DIR", Path(__file__).resolve().parent / "configs"))
 
 
 def load_yaml(path: Path) -> DictConfig:
@@ -143,36 +144,46 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> DictConfig:
-    """The resolved config: defaults ← base.yaml ← modality yaml ← ``base`` ← ``overrides``.
+    """The resolved config: defaults ← base.yaml ← modality yaml ← ``base`` ← ``config=FILE`` ←
+    ``overrides``.
 
     ``base`` is a saved config (a run's ``config.yaml``) that overrides refine, for resume and
-    eval; when it is given, the YAML files are not read again.
+    eval; when it is given, the packaged YAML files are not read again. ``config=FILE`` among the
+    overrides is a user's YAML file, merged and checked like the overrides that follow it.
     """
     parsed = parse_overrides(overrides)
+    files = [_user_file(value) for key, value in parsed if key == "config"]
+    parsed = [(key, value) for key, value in parsed if key != "config"]
     given = dict(parsed)
-    layers: list[Any] = []
+    layers: list[tuple[Any, str | None]] = []  # (layer, the file it came from, for errors)
     if base is None:
-        layers.append(load_yaml(config_dir() / "base.yaml"))
+        layers.append((load_yaml(config_dir() / "base.yaml"), None))
     else:
-        layers.append(OmegaConf.create(dict(base)))
-    modality_name = given.get("modality") or layers[0].get("modality") or Config.modality
-    plugins = given.get("plugins") or []
+        layers.append((OmegaConf.create(dict(base)), None))
+    chosen = [given.get("modality"), *(layer.get("modality") for layer, _ in reversed(files))]
+    modality_name = next((name for name in chosen if name is not None), None)
+    modality_name = modality_name or layers[0][0].get("modality") or Config.modality
     if not isinstance(modality_name, str):
         raise ConfigError(f"modality={modality_name!r} is not a name; `mmbyol list` shows the modalities.")
-    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-        raise ConfigError(f"plugins={plugins!r}: plugins is a list of module names, e.g. plugins=[my_package.augs].")
-    import_plugins([*layers[0].get("plugins", []), *plugins])
+    plugins = [*layers[0][0].get("plugins", [])]
+    for value in [*(layer.get("plugins") for layer, _ in files), given.get("plugins")]:
+        if value is None:
+            continue
+        if not isinstance(value, Sequence) or isinstance(value, str) or not all(isinstance(p, str) for p in value):
+            raise ConfigError(f"plugins={value!r}: plugins is a list of module names, e.g. plugins=[my_package.augs].")
+        plugins += list(value)
+    import_plugins(plugins)
     modality = MODALITIES.get("", modality_name)
 
     cfg = _merge(OmegaConf.structured(Config), {"data": OmegaConf.structured(modality.data_config)})
     if base is None:
         modality_file = config_dir() / "modality" / f"{modality_name}.yaml"
         if modality_file.exists():
-            layers.append(load_yaml(modality_file))
+            layers.append((load_yaml(modality_file), None))
         elif modality.config_file is not None:
-            layers.append(load_yaml(modality.config_file))
-    for layer in layers:
-        cfg = _merge(cfg, layer)
+            layers.append((load_yaml(modality.config_file), None))
+    for layer, source in [*layers, *files]:
+        cfg = _merge(cfg, layer, source)
     for key, value in parsed:
         try:
             OmegaConf.update(cfg, key, value, merge=True)
@@ -187,11 +198,22 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
     return cfg
 
 
-def _merge(cfg: DictConfig, layer: Any) -> DictConfig:
+def _user_file(value: Any) -> tuple[DictConfig, str]:
+    """The YAML file of ``config=FILE``: a mapping of config keys."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"config={value!r}: give the path of a YAML file, e.g. config=my.yaml.")
+    layer = load_yaml(Path(value).expanduser())
+    if not isinstance(layer, DictConfig):
+        raise ConfigError(f"Config file {value} must hold a mapping of config keys (e.g. `trainer: {{epochs: 5}}`), "
+                          f"not a list.")
+    return layer, value
+
+
+def _merge(cfg: DictConfig, layer: Any, source: str | None = None) -> DictConfig:
     try:
         return OmegaConf.merge(cfg, layer)
     except (OmegaConfBaseException, TypeError, ValueError, ArithmeticError) as error:
-        raise ConfigError(_explain(cfg, error)) from None
+        raise ConfigError(_explain(cfg, error) + (f" (in {source})" if source else "")) from None
 
 
 def _explain(cfg: DictConfig, error: Exception, key: str | None = None) -> str:

@@ -119,7 +119,8 @@ class CPUSyncBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         x = input.float()
         dims = [0, *range(2, x.dim())]
-        local = torch.stack([x.new_tensor(x.numel() / x.shape[1]).expand(x.shape[1]), x.sum(dims), x.square().sum(dims)])
+        count = x.new_tensor(x.numel() / x.shape[1]).expand(x.shape[1])
+        local = torch.stack([count, x.sum(dims), x.square().sum(dims)])
         count, total, total_sq = dist_nn.all_reduce(local)
         mean = total / count
         var = (total_sq / count - mean.square()).clamp_min(0)

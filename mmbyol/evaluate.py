@@ -20,10 +20,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import load_config
+from .data import build_dataset, collate_items, evenly_spaced
 from .errors import CheckpointError, ConfigError, DataError
-from .modalities.base import Modality, build_dataset, build_encoder, collate_items, evenly_spaced, get_modality
+from .modalities.base import Modality, build_encoder, get_modality
 from .registry import import_plugins
-from .train import autocast_context, resolve_device
+from .runtime import autocast_context, resolve_device
 
 log = logging.getLogger("mmbyol")
 
@@ -42,8 +43,10 @@ def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.
             meta = json.loads((file.metadata() or {})["mmbyol"])
         state = load_file(str(path))
     except Exception as error:
-        raise CheckpointError(f"{path} cannot be read ({error}); it is truncated or not an mmbyol encoder. "
-                              f"Re-export it by resuming the run: mmbyol train run.dir={run_dir} resume=auto.") from None
+        raise CheckpointError(
+            f"{path} cannot be read ({error}); it is truncated or not an mmbyol encoder. "
+            f"Re-export it by resuming the run: mmbyol train run.dir={run_dir} resume=auto."
+        ) from None
     import_plugins(meta.get("plugins", []))
     encoder = build_encoder(meta["modality"], meta["encoder"], meta["info"])
     encoder.load_state_dict(state)
@@ -188,7 +191,8 @@ def few_label_predictions(train_x, train_y, test_x, num_classes: int, per_class:
     return predictions
 
 
-def run_features(cfg: DictConfig, run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, Any]:
+def run_features(cfg: DictConfig,
+                 run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, Any]:
     """Features and labels of the training and test sets as :func:`evaluate` takes them, from the
     run's encoder (or, with ``eval.init=random``, an untrained one of the same config):
     ``(train_x, train_y, test_x, test_y, step, test_set)``."""
@@ -205,7 +209,7 @@ def run_features(cfg: DictConfig, run_dir: Path) -> tuple[torch.Tensor, torch.Te
     else:
         encoder = load_encoder(run_dir, device)
         info, step = encoder.metadata["info"], encoder.metadata["step"]
-    autocast = autocast_context(cfg, device)
+    autocast = autocast_context(cfg.trainer.precision, device)
     train_x, train_y = extract_features(encoder, train_set, modality, device, cfg.eval.batch_size, info, autocast)
     test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, info, autocast)
     if (train_y < 0).all():

@@ -120,7 +120,8 @@ def import_plugins(modules: list[str] | tuple[str, ...], origin: str | None = No
         except NameTaken as error:
             if origin == "mmbyol":  # a plugin imported by hand before the built-ins took their name
                 raise ConfigError(f"{module!r} cannot register its names: {error}. Rename that plugin's.") from error
-            raise ConfigError(f"Plugin module {module!r} cannot register its names: {error}. Rename yours in {module!r}.") from error
+            raise ConfigError(f"Plugin module {module!r} cannot register its names: {error}. "
+                              f"Rename yours in {module!r}.") from error
         except (ImportError, ValueError, TypeError) as error:  # ValueError, TypeError: "" or ".x"
             raise ConfigError(
                 f"Cannot import plugin module {module!r} ({error}). Install the package that "

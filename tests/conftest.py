@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmbyol.modalities.image import FASHION_MNIST_ROOT
+from mmbyol.modalities.image.data import FASHION_MNIST_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -49,7 +49,8 @@ def test_a_table_budget_gives_the_table_its_own_runs():
 def test_methods_pick_the_tables_rows_and_leave_the_sweeps_alone():
     jobs = compare.plan(["image"], ["table", "batch"], compare.PROFILES["smoke"], {}, methods=("byol", "untrained"))
     table = [job for job in jobs if "table" in job.parts]
-    assert sorted((job.method, job.seed) for job in table) == [("byol", 0), ("byol", 1), ("untrained", 0), ("untrained", 1)]
+    expected = [("byol", 0), ("byol", 1), ("untrained", 0), ("untrained", 1)]
+    assert sorted((job.method, job.seed) for job in table) == expected
     assert {job.method for job in jobs if "batch" in job.parts} == {"byol", "infonce"}
 
 
@@ -116,7 +117,8 @@ def test_audio_errors_splits_the_eval_figure_by_clip_factor(tmp_path, capsys):
     run_cli("train", "modality=audio", f"data.root={tmp_path / 'digits'}", f"run.dir={run_dir}", "data.batch_size=16",
             "trainer.max_steps=2", "trainer.progress=false", "model.hidden_dim=64", "model.projection_dim=32",
             "optim.warmup_epochs=0", "device=cpu", "encoder.d=64")
-    evaluation = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.label_draws=3").stdout.splitlines()[-1])
+    evaluated = run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.label_draws=3")
+    evaluation = json.loads(evaluated.stdout.splitlines()[-1])
 
     assert audio_errors.main([str(run_dir), "eval.label_draws=3", "--labels-per-class", "2"]) == 0
     out = capsys.readouterr().out

@@ -1,13 +1,11 @@
 """End to end through the command line, as a user runs it."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from .conftest import REPO, TINY, run_cli
+from .conftest import TINY, run_cli
 
 
 @pytest.mark.slow
@@ -70,16 +68,19 @@ def test_bad_input_is_one_paragraph_not_a_traceback(args, message):
     assert result.stderr.count("mmbyol: error:") == 1
 
 
-@pytest.mark.slow
-def test_custom_augmentation_plugin_installs_and_trains_by_name(tmp_path, fashion_mnist):
-    target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO / "examples" / "custom_augmentation")],
-                   check=True, capture_output=True, timeout=300)
-    env = {"PYTHONPATH": str(target)}
-    assert "cutout [mmbyol-cutout]" in run_cli("list", env=env).stdout
-    view = "augment.view2=[{name: random_resized_crop}, {name: cutout, p: 1.0, size: 0.4}]"
+def test_train_reads_a_config_file_and_a_typo_in_it_is_one_line(tmp_path, fashion_mnist):
+    good = tmp_path / "good.yaml"
+    good.write_text("trainer:\n  max_steps: 2\n  log_every: 1\nmodel:\n  hidden_dim: 64\n  projection_dim: 32\n")
     run_dir = tmp_path / "run"
-    run_cli("train", *TINY, f"run.dir={run_dir}", view, env=env)
-    assert (run_dir / "encoder.safetensors").exists()
-    assert "cutout" in (run_dir / "config.yaml").read_text()
+    run_cli("train", f"config={good}", "data.limit=256", "data.batch_size=64", "trainer.progress=false",
+            "optim.warmup_epochs=0", "device=cpu", f"run.dir={run_dir}")
+    saved = (run_dir / "config.yaml").read_text()
+    assert "max_steps: 2" in saved and "hidden_dim: 64" in saved
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  max_step: 2\n")
+    result = run_cli("train", f"config={bad}", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("mmbyol: error:")]
+    assert len(error) == 1 and "Did you mean 'trainer.max_steps'" in error[0] and f"(in {bad})" in error[0]

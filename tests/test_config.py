@@ -47,3 +47,40 @@ def test_saved_config_is_the_base_for_resume():
 
     cfg = load_config(["optim.lr=0.1"], base=to_container(saved))
     assert cfg.trainer.epochs == 2 and cfg.optim.lr == 0.1
+
+
+def test_a_config_file_refines_the_modality_defaults_and_the_command_line_wins(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("modality: audio\ntrainer:\n  epochs: 3\noptim:\n  lr: 0.5\n"
+                    "augment:\n  view2:\n    - {name: gain, p: 0.5}\n")
+    cfg = load_config([f"config={path}", "optim.lr=0.25"])
+    assert cfg.modality == "audio" and cfg.encoder.name == "byola_cnn_small"  # the file chose the modality
+    assert cfg.trainer.epochs == 3 and cfg.optim.lr == 0.25  # the file over audio.yaml, the command line over both
+    assert cfg.optim.name == "adamw"  # audio.yaml's, untouched by the file
+    assert list(cfg.augment.view2) == [{"name": "gain", "p": 0.5}]
+    assert load_config(["modality=text", f"config={path}"]).modality == "text"  # the command line wins here too
+
+
+def test_a_typo_in_a_config_file_is_the_command_lines_error_naming_the_file(tmp_path):
+    path = tmp_path / "my.yaml"
+    path.write_text("trainer:\n  epoch: 3\n")
+    with pytest.raises(ConfigError) as from_file:
+        load_config([f"config={path}"])
+    with pytest.raises(ConfigError) as from_command_line:
+        load_config(["trainer.epoch=3"])
+    assert str(from_file.value) == f"{from_command_line.value} (in {path})"
+    assert "Did you mean 'trainer.epochs'" in str(from_file.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "does not exist"),
+    ("- a\n- b\n", "must hold a mapping"),
+    ("trainer: [1\n", "is not valid YAML"),
+    ("trainer:\n  epochs: many\n", "'trainer.epochs'.*many"),
+])
+def test_a_bad_config_file_says_what_is_wrong(tmp_path, text, message):
+    path = tmp_path / "my.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config([f"config={path}"])

@@ -14,10 +14,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from mmbyol.checkpoint import load_checkpoint
 from mmbyol.config import load_config
+from mmbyol.data import EpochBatches
 from mmbyol.distributed import Ranks, check_in_step, sync_batchnorm
 from mmbyol.errors import TrainingDiverged
-from mmbyol.train import EpochBatches, load_checkpoint, train
+from mmbyol.train import train
 
 from .conftest import REPO, TINY, train_interrupted
 

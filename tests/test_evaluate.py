@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from mmbyol.data import evenly_spaced
 from mmbyol.errors import ConfigError
 from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, linear_probe
-from mmbyol.modalities.base import evenly_spaced
 
 
 def blobs(n_per_class=50, classes=4, dim=8, spread=0.3, seed=0):
@@ -38,7 +38,8 @@ def test_knn_weights_votes_by_similarity():
     train_x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
     train_y = torch.tensor([0, 1, 1])
     # The query is nearly identical to the single class-0 example: its weight beats two far votes.
-    assert knn_accuracy(train_x, train_y, torch.tensor([[1.0, 0.05]]), torch.tensor([0]), 2, k=3, temperature=0.1) == 1.0
+    query, label = torch.tensor([[1.0, 0.05]]), torch.tensor([0])
+    assert knn_accuracy(train_x, train_y, query, label, 2, k=3, temperature=0.1) == 1.0
 
 
 def test_few_labels_is_balanced_and_deterministic():

@@ -1,4 +1,6 @@
-"""The Modality contract: an object that supplies parts, looked up by name (no subclass tree)."""
+"""The contracts between the engine and a modality, in one place: the :class:`Modality` object,
+the data set protocol (:class:`DataSet`, with :class:`TwoViews` for data sets that make an input
+per view), and the encoder builder. A modality supplies parts; nothing here knows any modality."""
 
 from __future__ import annotations
 
@@ -6,16 +8,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import Dataset
 
 from ..augment import check_kwargs
-from ..errors import ConfigError, DataError
-from ..registry import DATASETS, ENCODERS, MODALITIES
+from ..errors import ConfigError
+from ..registry import ENCODERS, MODALITIES
 
 log = logging.getLogger(__name__)
 
@@ -25,27 +25,24 @@ class Modality:
     """What a modality supplies besides its registered encoders, augmentations and data sets.
 
     - ``data_config``: dataclass schema of the ``data`` config section (extends ``DataConfig``);
-    - ``collate(inputs)``: a list of dataset inputs → one batch input of fixed shape;
-    - ``prepare(batch, device, info)``: deterministic preprocessing on the device (uint8 → float,
-      waveform → normalized log-mel …), before the augmentations; ``info`` is the training data
-      set's (saved with the run and in the exported encoder's ``metadata["info"]``). It may return
-      a tuple ``(x1, x2)``, one input per view, when the data set gives each view its own copy;
+    - ``collate(inputs)``: a list of data set inputs → one batch input of fixed shape;
+    - ``prepare(batch, device, info)``: deterministic preprocessing of one collated batch on the
+      device (uint8 → float, waveform → normalized log-mel, strings → token ids …), before the
+      augmentations; ``info`` is the training data set's (saved with the run and in the exported
+      encoder's ``metadata["info"]``);
     - ``render_views(original, view1, view2, path, info)``: a picture (or text) of view pairs, the
       prepared batch and its two views, written to ``path`` (``mmbyol views``; default file name
       ``views_file``);
     - ``channels_last``: use the channels-last memory format (image-like batches; faster
-      convolutions on CUDA and on CPU).
-
-    Data sets built from the registry are torch ``Dataset`` s of ``(input, label)`` items (label
-    ``-1`` when unlabelled; ``None`` for an unreadable item, which is skipped and counted), with
-    ``classes`` (label names) and ``info`` (a JSON-able dict the encoder builder receives, e.g.
-    channels and normalization statistics; saved with the run).
+      convolutions on CUDA and on CPU);
+    - ``config_file``: the modality's default YAML, for a modality that does not ship with mmbyol
+      (a plugin's); ``description``: one line for ``mmbyol list``.
     """
 
     name: str
     data_config: type
     collate: Callable[[list[Any]], Any]
-    prepare: Callable[[Any, torch.device, dict[str, Any]], Any]
+    prepare: Callable[[Any, Any, dict[str, Any]], Any]
     render_views: Callable[[Any, Any, Any, Path, dict[str, Any]], None]
     views_file: str = "views.png"
     channels_last: bool = False
@@ -53,53 +50,49 @@ class Modality:
     description: str = ""
 
 
+@runtime_checkable
+class DataSet(Protocol):
+    """What a registered data set builder ``fn(data_cfg, split) -> DataSet`` returns (``split`` is
+    ``"train"`` or ``"test"``): a torch ``Dataset`` of ``(input, label)`` items.
+
+    - an item's ``label`` is the class index, ``-1`` when unlabelled; an unreadable item is ``None``
+      (logged by the data set, then skipped and counted by the loop, never a crash);
+    - an item's ``input`` is what the modality's ``collate`` takes, or a :class:`TwoViews` of two
+      such inputs when the data set makes each view its own (the two views then start from them);
+    - ``classes``: the label names (empty for unlabelled data);
+    - ``info``: a JSON-able dict the encoder builder and ``prepare`` receive (image channels,
+      normalization statistics, a tokenizer …); the training split's is saved with the run;
+    - optionally ``set_epoch(epoch)``, for a data set with random per-item choices (a crop's
+      place, a noise): the loop calls it before each epoch, and from then on the draws depend on
+      (seed, epoch, index) only, so a resumed run reads the same items. Before it is called
+      (evaluation, statistics, the first row of ``mmbyol views``) every read of an item is the same.
+    """
+
+    classes: list[str]
+    info: dict[str, Any]
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Any, int] | None: ...
+
+
+class TwoViews(NamedTuple):
+    """An input per view, for a data set that makes them itself (e.g. a clip under two different
+    noises): view 1 is augmented from ``view1`` and view 2 from ``view2``. Collated and prepared
+    view by view."""
+
+    view1: Any
+    view2: Any
+
+
 def get_modality(name: str) -> Modality:
     return MODALITIES.get("", name)
 
 
-def build_dataset(cfg: DictConfig, split: str) -> Dataset:
-    """The ``split`` ("train" or "test") of the configured data set, with ``data.limit`` (that
-    many training items, evenly spaced) applied to the training split."""
-    builder = DATASETS.get(cfg.modality, cfg.data.name)
-    dataset = builder(cfg.data, split)
-    if len(dataset) == 0:
-        where = {k: v for k, v in cfg.data.items() if k in ("root", "train", "test") and v is not None}
-        where = ", ".join(f"data.{k}={v}" for k, v in where.items()) or "no data.root"
-        raise DataError(f"The {split} split of data set {cfg.data.name!r} is empty ({where}): nothing readable was "
-                        f"found (warnings above name what was skipped). Point the data set at files that hold data.")
-    if split == "train" and cfg.data.limit is not None:
-        dataset = evenly_spaced(dataset, cfg.data.limit)
-    return dataset
-
-
-def evenly_spaced(dataset: Dataset, limit: int) -> Dataset:
-    """``limit`` items spread evenly through ``dataset`` (all of it if it is smaller): not the
-    first ``limit``, so a set stored class by class (or accent by accent) keeps every class."""
-    if limit >= len(dataset):
-        return dataset
-    return Subset(dataset, (torch.arange(limit) * len(dataset) // limit).tolist())
-
-
-class Subset(torch.utils.data.Subset):
-    """A subset that keeps the parent's ``classes``, ``info`` (read when asked for: it may be
-    computed lazily) and ``set_epoch``."""
-
-    def __init__(self, dataset: Dataset, indices):
-        super().__init__(dataset, list(indices))
-        if hasattr(dataset, "set_epoch"):
-            self.set_epoch = dataset.set_epoch
-
-    @property
-    def classes(self) -> list[str]:
-        return getattr(self.dataset, "classes", [])
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return getattr(self.dataset, "info", {})
-
-
 def build_encoder(modality: str, encoder_cfg: dict[str, Any] | DictConfig, info: dict[str, Any]) -> nn.Module:
-    """An encoder from its config section (``name`` plus keyword options) and the data set info."""
+    """An encoder from its config section (``name`` plus keyword options) and the data set info.
+    A registered builder is ``fn(info, **options) -> nn.Module`` mapping a prepared batch to
+    ``(B, out_dim)`` features, with an integer ``out_dim``."""
     options = OmegaConf.to_container(encoder_cfg) if isinstance(encoder_cfg, DictConfig) else dict(encoder_cfg)
     name = options.pop("name")
     builder = ENCODERS.get(modality, name)
@@ -111,12 +104,3 @@ def build_encoder(modality: str, encoder_cfg: dict[str, Any] | DictConfig, info:
     if not isinstance(getattr(encoder, "out_dim", None), int):
         raise ConfigError(f"encoder {name!r} must expose an integer `out_dim` (its feature size).")
     return encoder
-
-
-def collate_items(items: list[Any], collate: Callable[[list[Any]], Any]):
-    """``(batch input, labels, number of unreadable items skipped)`` from dataset items."""
-    good = [item for item in items if item is not None]
-    if not good:
-        return None, None, len(items)
-    inputs, labels = zip(*good)
-    return collate(list(inputs)), torch.as_tensor(labels, dtype=torch.long), len(items) - len(good)

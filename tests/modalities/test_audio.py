@@ -10,10 +10,16 @@ import torch
 import torchaudio
 
 from mmbyol.augment import build_augmentation, build_views
+from mmbyol.checkpoint import load_checkpoint
 from mmbyol.config import load_config, to_container
+from mmbyol.data import build_dataset, collate_items, prepare_views
 from mmbyol.errors import DataError
-from mmbyol.modalities import audio
-from mmbyol.modalities.base import build_dataset, build_encoder, collate_items, get_modality
+from mmbyol.modalities.audio import spoken_digits
+from mmbyol.modalities.audio.data import load_audio
+from mmbyol.modalities.audio.frontend import log_mel, prepare_audio
+from mmbyol.modalities.audio.noise import clip_noise
+from mmbyol.modalities.audio.spoken_digits import ACCENTS, DIGITS, SPOKEN_DIGITS_VERSION
+from mmbyol.modalities.base import TwoViews, build_encoder, get_modality
 from mmbyol.registry import AUGMENTATIONS
 
 from ..conftest import run_cli, train_interrupted
@@ -64,8 +70,9 @@ def spectrograms(n=8, seed=0):
 def test_log_mel_matches_torchaudio_and_puts_a_tone_in_its_mel_bin():
     t = torch.arange(15200) / 16000
     tone = torch.sin(2 * math.pi * 1000 * t).unsqueeze(0)
-    ours = audio.log_mel(tone, INFO, torch.device("cpu"))
-    reference = torchaudio.transforms.MelSpectrogram(16000, n_fft=1024, hop_length=160, n_mels=64, f_min=60, f_max=7800)(tone)
+    ours = log_mel(tone, INFO, torch.device("cpu"))
+    mel = torchaudio.transforms.MelSpectrogram(16000, n_fft=1024, hop_length=160, n_mels=64, f_min=60, f_max=7800)
+    reference = mel(tone)
     assert ours.shape == (1, 1, 64, 96)
     torch.testing.assert_close(ours[:, 0], (reference + torch.finfo().eps).log())
     fbanks = torchaudio.functional.melscale_fbanks(513, 60.0, 7800.0, 64, 16000)  # (freq bins, mels)
@@ -76,14 +83,14 @@ def test_log_mel_matches_torchaudio_and_puts_a_tone_in_its_mel_bin():
 def test_prepare_normalizes_with_the_given_statistics():
     waves = torch.randn(2, 15200)
     prepared = get_modality("audio").prepare(waves, torch.device("cpu"), INFO)
-    torch.testing.assert_close(prepared, (audio.log_mel(waves, INFO, torch.device("cpu")) + 10.0) / 5.0)
+    torch.testing.assert_close(prepared, (log_mel(waves, INFO, torch.device("cpu")) + 10.0) / 5.0)
     with pytest.raises(DataError, match="statistics"):
         get_modality("audio").prepare(waves, torch.device("cpu"), {k: v for k, v in INFO.items() if k != "mean"})
 
 
 def test_load_audio_mixes_down_and_resamples(tmp_path):
     write_tone(tmp_path / "a.wav", 440, 1.0, rate=22050, channels=2)
-    wave = audio.load_audio(tmp_path / "a.wav", 16000)
+    wave = load_audio(tmp_path / "a.wav", 16000)
     assert wave.shape == (16000,) and wave.dtype == torch.float32
     spectrum = torch.fft.rfft(wave).abs()
     assert abs(int(spectrum.argmax()) - 440) <= 1  # 1 s at 16 kHz: bin k is k Hz
@@ -106,7 +113,8 @@ def test_p_zero_is_the_identity(name):
 
 @pytest.mark.parametrize("name", AUDIO_AUGMENTATIONS)
 def test_p_one_changes_every_sample_and_keeps_the_shape(name):
-    augmentation = build_augmentation("audio", {"name": name, "p": 1.0, **({"max_width": 30} if "mask" in name else {})})
+    options = {"max_width": 30} if "mask" in name else {}
+    augmentation = build_augmentation("audio", {"name": name, "p": 1.0, **options})
     generator = torch.Generator().manual_seed(0)
     augmentation(spectrograms(seed=1), generator)  # fills mixup's memory
     x = spectrograms(n=64)
@@ -154,7 +162,8 @@ def test_mixup_memory_survives_a_checkpoint_round_trip():
     views = build_views("audio", augment["view1"], augment["view2"])
     generator = torch.Generator().manual_seed(0)
     for seed in range(3):
-        views(spectrograms(seed=seed), generator)
+        x = spectrograms(seed=seed)
+        views(x, x, generator)
     buffer = io.BytesIO()
     torch.save({"views": views.state_dict(), "rng": generator.get_state()}, buffer)
     buffer.seek(0)
@@ -164,8 +173,8 @@ def test_mixup_memory_survives_a_checkpoint_round_trip():
     memory = restored.view1.augmentations[0].memory
     assert memory.shape == (2048, 1, 64, 96) and torch.equal(memory, views.view1.augmentations[0].memory)
     x = spectrograms(seed=9)
-    expected = views(x, generator)
-    got = restored(x, torch.Generator().set_state(saved["rng"]))
+    expected = views(x, x, generator)
+    got = restored(x, x, torch.Generator().set_state(saved["rng"]))
     assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
 
 
@@ -201,7 +210,8 @@ def test_noise_raises_the_floor_per_sample_and_never_lowers_the_input():
 
 def test_denoise_subtracts_the_mean_level_down_to_the_floor_and_never_raises_the_input():
     x = spectrograms()
-    assert torch.equal(build_augmentation("audio", {"name": "denoise", "strength": [0.0, 0.0]})(x, torch.Generator()), x)
+    identity = build_augmentation("audio", {"name": "denoise", "strength": [0.0, 0.0]})
+    assert torch.equal(identity(x, torch.Generator()), x)
     y = build_augmentation("audio", {"name": "denoise", "floor": 0.05})(x, torch.Generator().manual_seed(0))
     assert y.shape == x.shape and (y <= x).all() and (y >= x + math.log(0.05) - 1e-5).all()
     # strength 1 on a stationary bin (its level everywhere) takes it to the floor; a cell 6 above
@@ -277,11 +287,11 @@ def test_evaluation_reads_a_clip_from_its_start_and_pads_a_short_one_at_its_end(
     """As BYOL-A's evaluation package reads test clips; a centred window cut the start off a word."""
     cfg = load_config(["modality=audio", "data.name=audio-folder", f"data.root={tone_folder}"])
     clips = build_dataset(cfg, "train")  # read as evaluation reads it: training has not called set_epoch
-    lengths = {index: len(audio.load_audio(path, 16000)) for index, path in enumerate(clips.files)}
+    lengths = {index: len(load_audio(path, 16000)) for index, path in enumerate(clips.files)}
     long, short = max(lengths, key=lengths.get), min(lengths, key=lengths.get)
     assert lengths[long] > 15200 > lengths[short]
-    assert torch.equal(clips[long][0], audio.load_audio(clips.files[long], 16000)[:15200])
-    wave = audio.load_audio(clips.files[short], 16000)
+    assert torch.equal(clips[long][0], load_audio(clips.files[long], 16000)[:15200])
+    wave = load_audio(clips.files[short], 16000)
     assert torch.equal(clips[short][0][: len(wave)], wave) and not clips[short][0][len(wave):].any()
 
 
@@ -315,11 +325,11 @@ def test_audio_folder_without_root_or_test_split_says_what_to_do(tmp_path):
 
 def fake_spoken_digits(root, per_folder=2):
     """The prepared layout of spoken-digits with a few tones in place of speech."""
-    for accent in audio.ACCENTS:
-        for word in audio.DIGITS:
+    for accent in ACCENTS:
+        for word in DIGITS:
             for i in range(per_folder):
                 write_tone(root / accent / word / f"m1-s{120 + i}-p50.wav", 300, 0.6, rate=16000, channels=1, seed=i)
-    (root / "manifest.json").write_text(json.dumps({"version": audio.SPOKEN_DIGITS_VERSION, "sample_rate": 16000}))
+    (root / "manifest.json").write_text(json.dumps({"version": SPOKEN_DIGITS_VERSION, "sample_rate": 16000}))
 
 
 def test_spoken_digits_splits_by_accent(tmp_path):
@@ -330,7 +340,7 @@ def test_spoken_digits_splits_by_accent(tmp_path):
     train_accents, test_accents = {accent(p) for p in train.files}, {accent(p) for p in test.files}
     assert not train_accents & test_accents
     assert test_accents == set(cfg.data.test_accents) and len(train_accents) == 6
-    assert len(train) == 6 * 10 * 2 and train.classes == audio.DIGITS
+    assert len(train) == 6 * 10 * 2 and train.classes == DIGITS
     with pytest.raises(DataError, match="test_accents"):
         build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.test_accents=[en-mars]"]), "train")
 
@@ -342,14 +352,14 @@ def test_spoken_digits_noise_has_the_drawn_snr_and_is_fixed_per_clip(tmp_path):
     snrs = []
     for index in range(len(noisy)):
         path = noisy.files[index]
-        speech = audio.load_audio(path, 16000)
+        speech = load_audio(path, 16000)
         noise = noisy[index][0] - clean[index][0]
         snrs.append(snr_db(speech, noise))
         assert snrs[-1] == pytest.approx(noisy.snr(path), abs=1e-3)
     assert min(snrs) >= -5 and max(snrs) <= 10 and max(snrs) - min(snrs) > 3
     # the noise is kept after the first read; what is kept is what a first read makes
     kept = [noisy[index][0] for index in range(len(noisy))]
-    audio.clip_noise.cache_clear()
+    clip_noise.cache_clear()
     assert all(torch.equal(kept[index], noisy[index][0]) for index in range(len(noisy)))
 
 
@@ -365,16 +375,18 @@ def test_noise_per_view_gives_each_view_of_a_training_clip_its_own_fresh_noise(t
         dataset.set_epoch(0)
     snrs = []
     for index in range(len(per_view)):
-        views, label = per_view[index]
-        assert views.shape == (2, per_view.length) and label == fixed[index][1]
-        speech = audio.load_audio(per_view.files[index], 16000)
+        item, label = per_view[index]
+        assert isinstance(item, TwoViews) and label == fixed[index][1]
+        views = torch.stack(item)
+        assert views.shape == (2, per_view.length)
+        speech = load_audio(per_view.files[index], 16000)
         noises = views - clean[index][0]  # the same crop of the same clean clip under each view
         snrs += [snr_db(speech, n) for n in noises]
         assert not torch.allclose(noises[0], noises[1], atol=1e-3)
-        assert torch.equal(views, per_view[index][0])  # fixed by (seed, epoch, index)
+        assert torch.equal(views, torch.stack(per_view[index][0]))  # fixed by (seed, epoch, index)
     assert min(snrs) >= -5 - 1e-3 and max(snrs) <= 10 + 1e-3 and max(snrs) - min(snrs) > 3
     per_view.set_epoch(1)
-    assert not torch.equal(views, per_view[len(per_view) - 1][0])  # drawn afresh each epoch
+    assert not torch.equal(views, torch.stack(per_view[len(per_view) - 1][0]))  # drawn afresh each epoch
     assert fixed[0][0].shape == clean[0][0].shape == (per_view.length,)  # one window per item
     assert not torch.equal(fixed[0][0], clean[0][0])
 
@@ -389,20 +401,24 @@ def test_view_snr_db_sets_the_views_noise_and_leaves_the_sets_own_alone(tmp_path
     views_apart.set_epoch(0)
     clean.set_epoch(0)
     for index in range(len(views_apart)):
-        speech = audio.load_audio(views_apart.files[index], 16000)
-        for noise in views_apart[index][0] - clean[index][0]:
+        speech = load_audio(views_apart.files[index], 16000)
+        for noise in torch.stack(views_apart[index][0]) - clean[index][0]:
             assert 20 - 1e-3 <= snr_db(speech, noise) <= 25 + 1e-3
 
 
-def test_prepare_turns_two_waveforms_per_item_into_one_batch_per_view():
-    waves = torch.randn(3, 2, INFO["clip_samples"])
-    x1, x2 = audio.prepare_audio(waves, torch.device("cpu"), INFO)
-    assert torch.allclose(x1, audio.prepare_audio(waves[:, 0], torch.device("cpu"), INFO), atol=1e-5)
-    assert torch.allclose(x2, audio.prepare_audio(waves[:, 1], torch.device("cpu"), INFO), atol=1e-5)
+def test_a_waveform_per_view_is_collated_and_prepared_view_by_view():
+    samples = INFO["clip_samples"]
+    items = [(TwoViews(torch.randn(samples), torch.randn(samples)), label) for label in range(3)]
+    batch, labels, skipped = collate_items(items, get_modality("audio").collate)
+    assert isinstance(batch, TwoViews) and batch.view1.shape == (3, samples) and labels.tolist() == [0, 1, 2]
+    x1, x2 = prepare_views(get_modality("audio"), batch, torch.device("cpu"), INFO)
+    for view, prepared in ((0, x1), (1, x2)):
+        expected = prepare_audio(torch.stack([item[0][view] for item in items]), torch.device("cpu"), INFO)
+        assert torch.equal(prepared, expected)
 
 
 def test_spoken_digits_without_espeak_names_the_package(tmp_path, monkeypatch):
-    monkeypatch.setattr(audio.shutil, "which", lambda name: None)
+    monkeypatch.setattr(spoken_digits.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install espeak-ng"):
         build_dataset(load_config(["modality=audio", f"data.root={tmp_path / 'none'}"]), "train")
 
@@ -411,7 +427,7 @@ def test_espeak_synthesis_writes_16_khz_mono(tmp_path):
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: `make test` installs it (apt-get install espeak-ng).")
     out = tmp_path / "seven.wav"
-    audio._synthesize(("en-gb-scotland", "f2", 170, 50, "seven", out), 16000)
+    spoken_digits._synthesize(("en-gb-scotland", "f2", 170, 50, "seven", out), 16000)
     data, rate = soundfile.read(str(out))
     assert rate == 16000 and data.ndim == 1 and 0.3 < len(data) / rate < 2.0 and np.abs(data).max() > 0.05
 
@@ -428,8 +444,8 @@ def test_resume_after_half_the_steps_equals_straight_training(tmp_path, tone_fol
     straight = train_module.train(load_config([*options, f"run.dir={tmp_path / 'straight'}"]))
     train_interrupted(load_config([*options, f"run.dir={tmp_path / 'resumed'}"]), 6, monkeypatch)  # in epoch 2
     train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}", "resume=auto"]))
-    a = train_module.load_checkpoint(straight / "checkpoints" / "last.pt")
-    b = train_module.load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 8
     for key, value in [*a["model"].items(), *a["views"].items()]:
         assert torch.equal(value, {**b["model"], **b["views"]}[key]), key
@@ -442,11 +458,12 @@ def test_training_on_spoken_digits_feeds_each_view_its_own_noisy_copy(tmp_path, 
     fake_spoken_digits(tmp_path / "data", per_folder=1)
     seen = []
     real_views = train_module.ViewPair.forward
-    monkeypatch.setattr(train_module.ViewPair, "forward", lambda self, x, g: seen.append(x) or real_views(self, x, g))
+    monkeypatch.setattr(train_module.ViewPair, "forward",
+                        lambda self, x1, x2, g: seen.append((x1, x2)) or real_views(self, x1, x2, g))
     options = [*AUDIO_TINY, "data.name=spoken-digits", f"data.root={tmp_path / 'data'}", "trainer.max_steps=2",
                f"run.dir={tmp_path / 'run'}"]
     train_module.train(load_config(options))
-    assert len(seen) == 2 and all(isinstance(x, tuple) and x[0].shape == x[1].shape == (8, 1, 64, 96) for x in seen)
+    assert len(seen) == 2 and all(x1.shape == x2.shape == (8, 1, 64, 96) for x1, x2 in seen)
     assert not torch.equal(*seen[0])
 
 
@@ -456,19 +473,21 @@ def test_views_picture_the_originals_as_evaluated_and_the_views_as_trained(tmp_p
     import dataclasses
 
     import mmbyol.augment as augment_module
+    import mmbyol.views as views_module
     from mmbyol import cli
-    from mmbyol.modalities import base
 
     fake_spoken_digits(tmp_path / "data", per_folder=1)
     seen, pictured = [], []
     real_views = augment_module.ViewPair.forward
-    monkeypatch.setattr(augment_module.ViewPair, "forward", lambda self, x, g: seen.append(x) or real_views(self, x, g))
-    picturing = dataclasses.replace(get_modality("audio"), render_views=lambda original, *rest: pictured.append(original))
-    monkeypatch.setattr(base, "get_modality", lambda name: picturing)
+    monkeypatch.setattr(augment_module.ViewPair, "forward",
+                        lambda self, x1, x2, g: seen.append((x1, x2)) or real_views(self, x1, x2, g))
+    picturing = dataclasses.replace(get_modality("audio"),
+                                    render_views=lambda original, *rest: pictured.append(original))
+    monkeypatch.setattr(views_module, "get_modality", lambda name: picturing)
     options = ["modality=audio", f"data.root={tmp_path / 'data'}", "device=cpu"]
     assert cli.main(["views", *options, "n=3", f"out={tmp_path / 'views.png'}"]) == 0
     dataset = build_dataset(load_config(options), "train")
-    original = audio.prepare_audio(torch.stack([dataset[i][0] for i in range(3)]), torch.device("cpu"), dataset.info)
+    original = prepare_audio(torch.stack([dataset[i][0] for i in range(3)]), torch.device("cpu"), dataset.info)
     assert torch.allclose(pictured[0], original)
     (x1, x2), = seen
     assert x1.shape == x2.shape == original.shape and not torch.equal(x1, x2)

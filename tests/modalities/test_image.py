@@ -4,7 +4,8 @@ import torch
 from mmbyol.augment import build_augmentation
 from mmbyol.registry import AUGMENTATIONS
 
-IMAGE_AUGMENTATIONS = ["random_resized_crop", "horizontal_flip", "color_jitter", "grayscale", "gaussian_blur", "solarize"]
+IMAGE_AUGMENTATIONS = ["random_resized_crop", "horizontal_flip", "color_jitter", "grayscale", "gaussian_blur",
+                       "solarize"]
 
 
 def batch(n=32, channels=3, size=24, seed=0):
@@ -52,9 +53,9 @@ def test_a_fixed_seed_reproduces_the_views():
     outs = []
     for _ in range(2):
         views = build_views("image", augment["view1"], augment["view2"])
-        outs.append(views(x, torch.Generator().manual_seed(7)))
+        outs.append(views(x, x, torch.Generator().manual_seed(7)))
     assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
-    other = build_views("image", augment["view1"], augment["view2"])(x, torch.Generator().manual_seed(8))
+    other = build_views("image", augment["view1"], augment["view2"])(x, x, torch.Generator().manual_seed(8))
     assert not torch.equal(outs[0][0], other[0])
 
 
@@ -103,7 +104,7 @@ def test_encoders_map_images_to_features():
 
 def test_fashion_mnist_reads_the_idx_files(fashion_mnist):
     from mmbyol.config import load_config
-    from mmbyol.modalities.base import build_dataset
+    from mmbyol.data import build_dataset
 
     cfg = load_config([])
     train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
@@ -115,8 +116,8 @@ def test_fashion_mnist_reads_the_idx_files(fashion_mnist):
 
 def test_missing_fashion_mnist_names_the_package(tmp_path):
     from mmbyol.config import load_config
+    from mmbyol.data import build_dataset
     from mmbyol.errors import DataError
-    from mmbyol.modalities.base import build_dataset
 
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         build_dataset(load_config([f"data.root={tmp_path}"]), "train")
@@ -126,7 +127,7 @@ def test_image_folder_skips_unreadable_files(tmp_path):
     from PIL import Image
 
     from mmbyol.config import load_config
-    from mmbyol.modalities.base import build_dataset, collate_items
+    from mmbyol.data import build_dataset, collate_items
     from mmbyol.modalities.image import collate_images
 
     for cls in ("cat", "dog"):
@@ -149,7 +150,8 @@ def test_crop_resampling_matches_grid_sample():
     g = torch.Generator().manual_seed(3)
     left, top = torch.rand(n, generator=g) * 0.4, torch.rand(n, generator=g) * 0.4
     width, height = 0.2 + torch.rand(n, generator=g) * 0.4, 0.2 + torch.rand(n, generator=g) * 0.4
-    ours = interpolation_matrix(top, height, 20, 12).unsqueeze(1) @ (x @ interpolation_matrix(left, width, 20, 12).transpose(1, 2).unsqueeze(1))
+    rows, cols = interpolation_matrix(top, height, 20, 12), interpolation_matrix(left, width, 20, 12)
+    ours = rows.unsqueeze(1) @ (x @ cols.transpose(1, 2).unsqueeze(1))
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = width, 2 * left + width - 1
     theta[:, 1, 1], theta[:, 1, 2] = height, 2 * top + height - 1

@@ -4,10 +4,13 @@ import pytest
 import torch
 
 from mmbyol.augment import build_augmentation
+from mmbyol.checkpoint import load_checkpoint
 from mmbyol.config import load_config
+from mmbyol.data import build_dataset
 from mmbyol.errors import ConfigError, DataError
-from mmbyol.modalities import text
-from mmbyol.modalities.base import build_dataset, build_encoder, get_modality
+from mmbyol.modalities.base import build_encoder, get_modality
+from mmbyol.modalities.text.frontend import content_mask, decode
+from mmbyol.modalities.text.tokenizer import SPECIAL_TOKENS, run_tokenizer, tokenizer_info, train_tokenizer
 from mmbyol.registry import AUGMENTATIONS
 
 from ..conftest import run_cli, train_interrupted
@@ -31,7 +34,7 @@ TEXT_TINY = [
 
 @pytest.fixture(scope="module")
 def info():
-    return text.tokenizer_info(text.train_tokenizer(CORPUS, vocab_size=200), max_length=16)
+    return tokenizer_info(train_tokenizer(CORPUS, vocab_size=200), max_length=16)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +56,7 @@ def prepared(info, texts=CORPUS[:8]):
 def assert_valid(batch, info):
     """Every row reads [CLS] tokens… [SEP] [PAD]…, with masks that say so."""
     ids, attention, special = batch["input_ids"], batch["attention_mask"].bool(), batch["special_tokens_mask"]
-    tokenizer = text.run_tokenizer(info)
+    tokenizer = run_tokenizer(info)
     cls, sep, pad = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]"), info["pad_token_id"]
     lengths = attention.sum(dim=1)
     for row, length in zip(range(len(ids)), lengths.tolist()):
@@ -68,15 +71,15 @@ def assert_valid(batch, info):
 
 
 def test_a_trained_tokenizer_round_trips_and_is_deterministic(info):
-    tokenizer = text.run_tokenizer(info)
+    tokenizer = run_tokenizer(info)
     for sentence in CORPUS[:12]:
         encoding = tokenizer.encode(sentence)
         assert encoding.tokens[0] == "[CLS]" and encoding.tokens[-1] == "[SEP]"
         assert tokenizer.decode(encoding.ids) == sentence
     vocab = json.loads(info["tokenizer"])["model"]["vocab"]
     ordered = sorted(vocab, key=vocab.get)
-    assert ordered[:5] == text.SPECIAL_TOKENS and ordered[5:] == sorted(ordered[5:])  # canonical ids
-    bpe = text.train_tokenizer(CORPUS, vocab_size=300, model="bpe")
+    assert ordered[:5] == SPECIAL_TOKENS and ordered[5:] == sorted(ordered[5:])  # canonical ids
+    bpe = train_tokenizer(CORPUS, vocab_size=300, model="bpe")
     assert bpe.decode(bpe.encode("a small cat kept as a pet").ids).strip() == "a small cat kept as a pet"
 
 
@@ -85,7 +88,7 @@ def test_prepare_pads_truncates_and_marks_special_tokens(info):
     assert batch["input_ids"].shape == (2, 16)  # truncated to max_length, the short row padded
     assert batch["attention_mask"][0].sum() == 4 and batch["attention_mask"][1].all()
     assert_valid(batch, info)
-    assert text.decode(batch, info)[0] == "a dog"
+    assert decode(batch, info)[0] == "a dog"
 
 
 # ---------------------------------------------------------------------- augmentations
@@ -136,15 +139,17 @@ def test_deletion_never_empties_a_sequence(info):
 
 def test_span_crop_keeps_a_contiguous_run_of_the_tokens(info):
     batch = prepared(info)
-    out = build_augmentation("text", {"name": "span_crop", "scale": [0.4, 0.7]})(batch, torch.Generator().manual_seed(0))
-    for original, cropped in zip(text.decode(batch, info), text.decode(out, info)):
+    crop = build_augmentation("text", {"name": "span_crop", "scale": [0.4, 0.7]})
+    out = crop(batch, torch.Generator().manual_seed(0))
+    for original, cropped in zip(decode(batch, info), decode(out, info)):
         assert cropped in original and 0 < len(cropped.split()) < len(original.split())
 
 
 def test_local_shuffle_moves_no_token_further_than_its_window(info):
     batch = prepared(info, ["a b c d e f g h i j k l m"])  # one token per letter
     for seed in range(5):
-        out = build_augmentation("text", {"name": "local_shuffle", "window": 2})(batch, torch.Generator().manual_seed(seed))
+        shuffle = build_augmentation("text", {"name": "local_shuffle", "window": 2})
+        out = shuffle(batch, torch.Generator().manual_seed(seed))
         before, after = batch["input_ids"][0].tolist(), out["input_ids"][0].tolist()
         assert sorted(before) == sorted(after) and before[0] == after[0] and before[14] == after[14]
         assert all(abs(after.index(token) - i) <= 2 for i, token in enumerate(before))
@@ -153,10 +158,10 @@ def test_local_shuffle_moves_no_token_further_than_its_window(info):
 def test_token_mask_writes_the_mask_token_only_between_special_tokens(info):
     batch = prepared(info)
     out = build_augmentation("text", {"name": "token_mask", "rate": 1.0})(batch, torch.Generator().manual_seed(0))
-    content = text.content_mask(batch)
+    content = content_mask(batch)
     assert (out["input_ids"][content] == info["mask_token_id"]).all()
     assert torch.equal(out["input_ids"][~content], batch["input_ids"][~content])
-    assert "[MASK]" in text.decode(out, info)[0]
+    assert "[MASK]" in decode(out, info)[0]
 
 
 def test_dropout_is_view_noise_inside_the_encoder(info):
@@ -175,7 +180,8 @@ def test_dropout_is_view_noise_inside_the_encoder(info):
 
 
 def test_the_encoder_mean_pools_over_real_tokens_only(info):
-    encoder = build_encoder("text", {"name": "bert", "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64}, info).eval()
+    options = {"name": "bert", "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64}
+    encoder = build_encoder("text", options, info).eval()
     alone = prepared(info, ["a dog"])
     padded = prepared(info, ["a dog", "a large dog that hunts by scent"])
     assert encoder(alone).shape == (1, 32) and encoder.out_dim == 32
@@ -282,8 +288,8 @@ def test_resume_after_half_the_steps_equals_straight_training(tmp_path, corpus_f
     straight = train_module.train(load_config([*options, f"run.dir={tmp_path / 'straight'}"]))
     train_interrupted(load_config([*options, f"run.dir={tmp_path / 'resumed'}"]), 7, monkeypatch)  # in epoch 2
     train_module.train(load_config([*options, f"run.dir={tmp_path / 'resumed'}", "resume=auto"]))
-    a = train_module.load_checkpoint(straight / "checkpoints" / "last.pt")
-    b = train_module.load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 8 and a["info"]["tokenizer"] == b["info"]["tokenizer"]
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key

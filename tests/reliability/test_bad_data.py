@@ -89,7 +89,8 @@ def test_audio_of_any_rate_and_layout_trains_and_broken_files_are_skipped_and_co
     for label, frequency in enumerate((300, 1200)):
         for i in range(5):
             (root / f"c{label}").mkdir(parents=True, exist_ok=True)
-            soundfile.write(str(root / f"c{label}" / f"{i}.wav"), tone(16000, frequency=frequency * (1 + 0.05 * i)), 16000)
+            wave = tone(16000, frequency=frequency * (1 + 0.05 * i))
+            soundfile.write(str(root / f"c{label}" / f"{i}.wav"), wave, 16000)
     readable = {"stereo-44k.wav": (44100, 2, "WAV"), "8k.wav": (8000, 1, "WAV"), "4ch-48k.flac": (48000, 4, "FLAC"),
                 "22k.ogg": (22050, 1, "OGG"), "short-0.1s.wav": (16000, 1, "WAV")}
     for name, (rate, channels, kind) in readable.items():

@@ -6,9 +6,10 @@ import pathlib
 import pytest
 import torch
 
+from mmbyol.checkpoint import load_checkpoint
 from mmbyol.config import load_config
 from mmbyol.errors import CheckpointError
-from mmbyol.train import load_checkpoint, train
+from mmbyol.train import train
 
 from ..conftest import TINY, run_cli
 

@@ -11,9 +11,10 @@ import time
 import pytest
 import torch
 
+from mmbyol.checkpoint import load_checkpoint
 from mmbyol.config import load_config
 from mmbyol.errors import TrainingDiverged
-from mmbyol.train import load_checkpoint, train
+from mmbyol.train import train
 
 from ..conftest import REPO, TINY, run_cli
 

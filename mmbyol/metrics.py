@@ -1,0 +1,120 @@
+"""What a run reports while it trains: ``metrics.jsonl``, the progress bar and the collapse
+monitor (the std of the normalized projections and RankMe, the effective rank)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+log = logging.getLogger("mmbyol")
+
+
+@torch.no_grad()
+def effective_rank(features: torch.Tensor) -> float:
+    """RankMe (Garrido et al. 2023): exp of the entropy of the normalized singular values."""
+    singular = torch.linalg.svdvals(features.float())
+    p = singular / singular.sum().clamp_min(1e-12) + 1e-7
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
+@torch.no_grad()
+def projection_std(z: torch.Tensor) -> float:
+    """Std over the batch of l2-normalized projections: ≈ 1/√d when healthy, → 0 when collapsed."""
+    return float(F.normalize(z.float(), dim=1).std(dim=0).mean())
+
+
+def collapsed(z_std: float, rank: float, dim: int) -> bool:
+    return z_std < 0.2 / math.sqrt(dim) or rank < 2.0
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; infinity for a line a kill cut short (it is dropped)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per logged step. On resume, lines past the restored
+    step are dropped so the file reads as one uninterrupted run."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        if resume_step is not None and path.exists():
+            keep = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
+            path.write_text("".join(line + "\n" for line in keep))
+        elif path.exists():
+            path.unlink()
+        self.path = path
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+class TrainingLog:
+    """The numbers of a training run, every ``log_every`` steps and at the last: the mean loss
+    over the interval, τ, lr, the collapse monitor on the last batch and samples/s, to
+    ``metrics.jsonl`` and the progress bar, with a loud warning when the projections collapse.
+    Only the main process (``main``) writes; a context manager, so log lines and the bar share
+    the terminal."""
+
+    def __init__(self, run_dir: Path, step: int, total_steps: int, log_every: int, resumed: bool, main: bool,
+                 progress: bool):
+        self.total_steps, self.log_every, self.main = total_steps, log_every, main
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", step if resumed else None) if main else None
+        self.bar = tqdm(total=total_steps, initial=step, disable=not (progress and main), desc="mmbyol",
+                        dynamic_ncols=True, mininterval=1.0)
+        self.collapse_warnings = 0
+        self._new_interval()
+
+    def _new_interval(self) -> None:
+        self.loss, self.samples, self.steps = 0.0, 0, 0
+        self.started = time.perf_counter()
+
+    def __enter__(self):
+        self._redirect = logging_redirect_tqdm(loggers=[log])
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        return self._redirect.__exit__(*exc)
+
+    def step(self, step: int, epoch: int, loss: float, samples: int, tau: float, lr: float,
+             outputs: dict[str, torch.Tensor], skipped: int) -> None:
+        """Count the step just taken (``step`` steps done); write a record at the interval's end."""
+        self.loss, self.samples, self.steps = self.loss + loss, self.samples + samples, self.steps + 1
+        self.bar.update(1)
+        if step % self.log_every and step != self.total_steps:
+            return
+        if self.main:
+            record = {
+                "step": step, "epoch": epoch, "loss": self.loss / self.steps, "tau": tau, "lr": lr,
+                "z_std": projection_std(outputs["z"]), "rank": effective_rank(outputs["h"]),
+                "samples_per_s": self.samples / max(time.perf_counter() - self.started, 1e-9), "skipped": skipped,
+            }
+            self.metrics.write(record)
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tau=f"{tau:.4f}", lr=f"{lr:.3g}",
+                                 rate=f"{record['samples_per_s']:.0f}/s", refresh=False)
+            self._watch_collapse(record, outputs["z"].shape[1])
+        self._new_interval()
+
+    def _watch_collapse(self, record: dict[str, Any], dim: int) -> None:
+        if not collapsed(record["z_std"], record["rank"], dim):
+            return
+        if self.collapse_warnings % 20 == 0:  # loud, but not on every line of a collapsed run
+            log.warning("COLLAPSE WARNING at step %d: the projections are nearly constant (z_std %.4f, healthy ≈ "
+                        "%.4f; effective rank %.1f). The representation is degenerating: check the augmentations, "
+                        "raise model.tau_base, or lower optim.lr.",
+                        record["step"], record["z_std"], 1 / math.sqrt(dim), record["rank"])
+        self.collapse_warnings += 1

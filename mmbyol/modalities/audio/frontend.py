@@ -1,0 +1,61 @@
+"""The log-mel front end (BYOL-A's settings), on the device: waveforms → normalized log-mel
+spectrograms ``(B, 1, n_mels, frames)``, and their picture for ``mmbyol views``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+
+from ...errors import DataError
+from ...views import save_labelled_grid
+
+LOG_EPS = torch.finfo(torch.float32).eps  # BYOL-A's floor under the mel power before the log
+
+
+def collate_waves(inputs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(inputs)
+
+
+@lru_cache(maxsize=8)
+def _front_end(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float,
+               device: str) -> tuple[torchaudio.transforms.Spectrogram, torchaudio.transforms.MelScale]:
+    """torchaudio's STFT (complex) and mel filterbank: ``MelSpectrogram`` in two parts."""
+    spectrogram = torchaudio.transforms.Spectrogram(n_fft=n_fft, win_length=n_fft, hop_length=hop_length, power=None)
+    mel_scale = torchaudio.transforms.MelScale(n_mels, sample_rate, f_min, f_max, n_stft=n_fft // 2 + 1)
+    return spectrogram.to(device), mel_scale.to(device)
+
+
+def log_mel(waves: torch.Tensor, info: dict, device: torch.device) -> torch.Tensor:
+    """``(B, samples)`` waveforms → ``(B, 1, n_mels, frames)`` log mel power, not normalized:
+    torchaudio's ``MelSpectrogram`` (power 2), except that the power is re² + im², where
+    torchaudio takes ``abs().pow(2)``, a square root and a square: the same values to rounding
+    (tested), in less time (docs/performance.md)."""
+    spectrogram, mel_scale = _front_end(info["sample_rate"], info["n_fft"], info["hop_length"], info["n_mels"],
+                                        float(info["f_min"]), float(info["f_max"]), str(device))
+    stft = spectrogram(waves.to(device, non_blocking=True).float())
+    power = stft.real.square() + stft.imag.square()
+    return (mel_scale(power) + LOG_EPS).log().unsqueeze(1)
+
+
+def prepare_audio(waves: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
+    """Waveforms ``(B, samples)`` → log-mel spectrograms normalized with the training set's statistics."""
+    if "mean" not in info:
+        raise DataError("Audio batches are normalized with the training set's statistics; pass the info of "
+                        "the training data set (or the exported encoder's metadata['info']).")
+    return (log_mel(waves, info, device) - info["mean"]) / info["std"]
+
+
+def save_spectrograms(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
+                      info: dict | None = None) -> None:
+    """Rows, labelled: original / view 1 / view 2 spectrograms (low frequencies at the bottom),
+    each scaled to its own range, enlarged 3× so the picture is legible."""
+    rows = []
+    for x in (original, view1, view2):
+        x = x.float().cpu().flip(-2)
+        low, high = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+        rows.append(F.interpolate((x - low) / (high - low).clamp_min(1e-6), scale_factor=3, mode="nearest"))
+    save_labelled_grid(rows, path, padding=6)

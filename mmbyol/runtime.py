@@ -1,0 +1,109 @@
+"""Where and how a process computes: the device, the precision, the CPU memory setting, Ctrl-C.
+Training, evaluation, ``mmbyol views`` and the benchmarks all take their device from here."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import logging
+import signal
+import sys
+import threading
+from functools import partial
+
+import torch
+
+from .distributed import ONE_PROCESS, Ranks
+from .errors import ConfigError, DataError
+
+log = logging.getLogger("mmbyol")
+
+
+def resolve_device(name: str, ranks: Ranks = ONE_PROCESS) -> torch.device:
+    """The device of ``device=NAME``; under ``torchrun`` each process takes ``cuda:LOCAL_RANK``.
+    A CPU device also sets the process up to compute on it (:func:`keep_freed_memory`)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DataError(f"device={name} but CUDA is not available here; use device=cpu or device=auto.")
+    if device.type == "cuda" and ranks.distributed:
+        if device.index is not None:
+            raise ConfigError(f"device={name} under torchrun: each process takes the GPU of its local rank; "
+                              f"use device=cuda (or auto), and CUDA_VISIBLE_DEVICES to choose the GPUs.")
+        if ranks.local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun started {ranks.local_world} processes on this machine, which has "
+                              f"{torch.cuda.device_count()} GPU(s): use --nproc_per_node={torch.cuda.device_count()}.")
+        device = torch.device("cuda", ranks.local_rank)
+    keep_freed_memory(device)
+    return device
+
+
+def keep_freed_memory(device: torch.device) -> bool:
+    """For a CPU run on Linux: keep the memory that tensors free in the process heap, for the
+    next step to reuse, instead of handing it back to the kernel. glibc maps every block over
+    32 MB (a convolution's activations easily are) afresh and unmaps it when freed, so each step
+    would page-fault it all in again (docs/performance.md). The setting is process-wide, made
+    once; False where there is no glibc."""
+    return device.type == "cpu" and sys.platform.startswith("linux") and _glibc_keep_freed_memory()
+
+
+@functools.cache
+def _glibc_keep_freed_memory() -> bool:
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes in bf16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX. Other CPUs emulate bf16, and autocast there is several times slower than
+    fp32, not faster (docs/performance.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":  # torch.cpu's probes are private: a torch without them counts as no
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``trainer.precision`` as run: ``auto`` is bf16 where the device has it natively, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def autocast_context(precision: str, device: torch.device):
+    """A context manager factory: bf16 autocast, or nothing, as ``precision`` resolves on ``device``."""
+    if resolve_precision(precision, device) == "bf16":
+        return partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
+class InterruptFlag:
+    """The first Ctrl-C asks the loop to stop after the current step (and save); a second one
+    interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort now)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)

@@ -1,0 +1,69 @@
+"""``mmbyol views``: a batch as evaluation reads it, and the two views training makes of it, as a
+picture whose rows are labelled (``original``, ``view 1``, ``view 2``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torchvision
+from omegaconf import DictConfig
+from PIL import Image, ImageDraw, ImageFont
+
+from .augment import build_views
+from .config import to_container
+from .data import build_dataset, collate_items, prepare_views
+from .modalities.base import get_modality
+from .runtime import resolve_device
+
+ROW_LABELS = ("original", "view 1", "view 2")
+
+
+def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
+    """Write the picture of ``n`` training items and their views; returns its path (by default
+    the modality's ``views_file``). The first row is each item as evaluation reads it; the views
+    are made from the items as training reads them (after ``set_epoch(0)``: a random crop, a
+    noise per view …), with the run's augmentations and ``seed``."""
+    modality = get_modality(cfg.modality)
+    device = resolve_device(cfg.device)
+    dataset = build_dataset(cfg, "train")
+    n = min(n, len(dataset))
+
+    def read() -> tuple:
+        inputs, _labels, _skipped = collate_items([dataset[i] for i in range(n)], modality.collate)
+        return prepare_views(modality, inputs, device, dataset.info)
+
+    originals, _ = training = read()
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(0)
+        training = read()
+    augment = to_container(cfg.augment)
+    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    with torch.no_grad():
+        view1, view2 = views(*training, generator)
+    out = Path(out or modality.views_file)
+    modality.render_views(originals, view1, view2, out, dataset.info)
+    return out
+
+
+def save_labelled_grid(rows: Sequence[torch.Tensor], path: Path, labels: Sequence[str] = ROW_LABELS,
+                       padding: int = 4) -> None:
+    """Rows of images ``(n, C, H, W)`` in [0, 1], one row each, with each row's label written on
+    its left: ``torchvision.utils.make_grid`` and Pillow's own font."""
+    n = len(rows[0])
+    grid = torchvision.utils.make_grid(torch.cat(list(rows)).float().cpu().clamp(0, 1), nrow=n, padding=padding,
+                                       pad_value=1.0)
+    picture = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
+    height = rows[0].shape[-2]
+    font = ImageFont.load_default(size=max(10, min(18, height // 3)))
+    margin = 8 + max(int(font.getlength(label)) for label in labels)
+    labelled = Image.new("RGB", (picture.width + margin, picture.height), "white")
+    labelled.paste(picture, (margin, 0))
+    draw = ImageDraw.Draw(labelled)
+    for row, label in enumerate(labels):
+        left, top, right, bottom = font.getbbox(label)
+        middle = padding + row * (height + padding) + height // 2
+        draw.text((4, middle - (bottom + top) // 2), label, fill="black", font=font)
+    labelled.save(path)

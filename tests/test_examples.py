@@ -1,0 +1,62 @@
+"""The example plugin packages in examples/, installed as a user installs them."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, TINY, run_cli
+
+
+def install(example: str, target) -> dict:
+    """``pip install`` the example into ``target``; the environment that puts it on the path."""
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(REPO / "examples" / example)],
+                   check=True, capture_output=True, timeout=300)
+    return {"PYTHONPATH": str(target)}
+
+
+@pytest.mark.slow
+def test_custom_augmentation_plugin_installs_and_trains_by_name(tmp_path, fashion_mnist):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(REPO / "examples" / "custom_augmentation")],
+                   check=True, capture_output=True, timeout=300)
+    env = {"PYTHONPATH": str(target)}
+    assert "cutout [mmbyol-cutout]" in run_cli("list", env=env).stdout
+    view = "augment.view2=[{name: random_resized_crop}, {name: cutout, p: 1.0, size: 0.4}]"
+    run_dir = tmp_path / "run"
+    run_cli("train", *TINY, f"run.dir={run_dir}", view, env=env)
+    assert (run_dir / "encoder.safetensors").exists()
+    assert "cutout" in (run_dir / "config.yaml").read_text()
+
+
+def write_csv(path, n, seed):
+    """Three clusters in 8 features, labelled c0, c1, c2."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=generator)
+    rows = torch.randn(n, 8, generator=generator) + 3 * torch.nn.functional.one_hot(labels, 8)
+    lines = [",".join(f"f{i}" for i in range(8)) + ",label"]
+    lines += [",".join(f"{v:.4f}" for v in row) + f",c{label}" for row, label in zip(rows.tolist(), labels.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.slow
+def test_a_fourth_modality_from_a_plugin_package_trains_evaluates_and_shows_its_views(tmp_path):
+    env = install("vector_modality", tmp_path / "site")
+    assert "modality vectors  (mmbyol-vectors)" in run_cli("list", env=env).stdout
+    write_csv(tmp_path / "train.csv", 256, seed=0)
+    write_csv(tmp_path / "test.csv", 90, seed=1)
+    data = ["modality=vectors", f"data.train={tmp_path / 'train.csv'}", f"data.test={tmp_path / 'test.csv'}"]
+    config = run_cli("config", *data, env=env).stdout
+    assert "name: mlp" in config and "feature_mask" in config  # the plugin's own defaults
+    run_dir = tmp_path / "run"
+    run_cli("train", *data, "trainer.max_steps=12", "trainer.progress=false", "device=cpu", f"run.dir={run_dir}",
+            env=env)
+    metrics = json.loads(run_cli("eval", str(run_dir), env=env).stdout.splitlines()[-1])
+    assert metrics["n_test"] == 90 and metrics["linear_acc"] > 0.8  # three clusters, well apart
+    shown = run_cli("views", *data, "n=2", f"out={tmp_path / 'views.txt'}", env=env).stdout
+    assert shown.count("original:") == 2 and shown.count("view 2:") == 2

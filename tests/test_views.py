@@ -1,0 +1,25 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from mmbyol.views import save_labelled_grid
+
+
+def test_each_row_of_the_picture_is_labelled_on_its_left(tmp_path):
+    rows = [torch.ones(4, 3, 40, 40) for _ in range(3)]  # white images: any dark pixel is a label's
+    save_labelled_grid(rows, tmp_path / "views.png", padding=4)
+    with Image.open(tmp_path / "views.png") as image:
+        pixels = np.asarray(image.convert("L"))
+    grid_width = 4 * 40 + 5 * 4
+    margin = pixels[:, : pixels.shape[1] - grid_width]
+    assert margin.shape[1] > 20 and (pixels[:, margin.shape[1]:] > 250).all()  # the images are untouched
+    for row in range(3):
+        band = margin[4 + row * 44 : 4 + row * 44 + 40]
+        assert (band < 128).any(), f"row {row} has no label"
+
+
+def test_one_channel_rows_are_pictured_too(tmp_path):
+    rows = [torch.rand(2, 1, 28, 28) for _ in range(3)]
+    save_labelled_grid(rows, tmp_path / "views.png")
+    with Image.open(tmp_path / "views.png") as image:
+        assert image.height == 3 * 28 + 4 * 4 and image.width > 2 * 28 + 3 * 4
