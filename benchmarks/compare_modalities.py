@@ -1,12 +1,11 @@
 """Compare modalities and reproduce the BYOL paper's claims, on one machine, in one run.
 
-    python benchmarks/compare_modalities.py --profile quick          # 2-core CPU, about 45 minutes
+    python benchmarks/compare_modalities.py --profile quick          # a CPU: short runs, under an hour
     python benchmarks/compare_modalities.py --profile full           # a GPU: full data, default epochs
     python benchmarks/compare_modalities.py --profile quick --modalities image \\
         --plugins mmbyol_cutout --augment cutout                      # what is my augmentation worth?
     python benchmarks/compare_modalities.py --profile full --parts table \\
         --methods byol untrained --out benchmarks/results/full-claim  # the paper's claim at full budget
-                                                                      # (2-core CPU: 113 minutes)
 
 Parts (``--parts``, all by default), for each modality (image: Fashion-MNIST, audio: spoken
 digits, text: WordNet glosses):
@@ -62,18 +61,17 @@ CROP = {"image": "random_resized_crop", "audio": "random_resize_crop", "text": "
 DATA = {"image": "Fashion-MNIST", "audio": "spoken digits (noisy, held-out accents)", "text": "WordNet glosses"}
 
 # Per modality: overrides that set the budget of every run of the profile (the modality's own
-# defaults otherwise; warm-up shortened with the epochs). The quick budgets fit the whole profile
-# in about 45 minutes on 2 CPU cores: about 30 s of training and 25 s of evaluation per run. At
-# that budget steps are what BYOL lacks most, so image runs at batch 64 (4× the steps of 256).
-# The 10-label probe is drawn twice per run, not 5 times (each draw costs 3-4 s, 60 runs): with
-# two seeds a table row is the mean of 4 probes.
+# defaults otherwise; warm-up shortened with the epochs). The quick budgets keep each run to
+# seconds of training on a CPU (docs/experiments.md has the profile's times). At that budget steps
+# are what BYOL lacks most, so image runs at batch 64 (4× the steps of 256). The 10-label probe is
+# drawn twice per run, not 5 times, to keep evaluation short: with two seeds a table row is the
+# mean of 4 probes.
 # ``table``: overrides added to the modality table's runs only (then the table does not share
 # runs with the sweeps, which are relative comparisons and keep the smaller budget). Text trains
 # on its whole corpus there: the 400-per-class subset starves BYOL more than the few steps do
-# (measured: 800 steps on it give 35.6% kNN; 250 steps on the whole corpus, 41.7%).
-# Audio trains on the spoken digits' fixed noise (``data.noise_per_view=false``, the set as issue 3
-# specifies it and the one every record here was measured on), so that BYOL, InfoNCE and the
-# supervised baseline and every augmentation variant see one and the same training set.
+# (docs/experiments.md, "Steps").
+# Audio trains on the spoken digits' fixed noise (``data.noise_per_view=false``), so that BYOL,
+# InfoNCE, the supervised baseline and every augmentation variant see one and the same training set.
 TABLE_METHODS = ("byol", "untrained", "supervised", "infonce")  # the modality table's rows, in order
 PROFILES: dict[str, dict[str, Any]] = {
     "quick": {

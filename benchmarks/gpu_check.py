@@ -1,4 +1,4 @@
-"""The GPU path in one check (DESIGN §7), under 5 minutes on one H100/H200:
+"""The GPU path in one check (docs/performance.md), under 5 minutes on one H100/H200:
 
     (1) precision  the same BYOL run (ResNet-18, 32×32, same seed, same data and views) in fp32 and
                    in bf16 autocast through the training loop: the first-step loss must agree within
@@ -34,7 +34,7 @@ from mmbyol.config import load_config
 from mmbyol.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# BYOL's own heads and optimizer (DESIGN §1) on the synthetic images; the image modality's
+# BYOL's own heads and optimizer (the paper's) on the synthetic images; the image modality's
 # defaults are sized for a small CNN on a CPU.
 PAPER = ["data.name=synthetic", "model.hidden_dim=4096", "model.projection_dim=256", "optim.name=lars",
          "optim.lr=0.2", "optim.weight_decay=1.5e-6", "optim.warmup_epochs=0", "trainer.progress=false"]

@@ -1,4 +1,4 @@
-"""Data-parallel training under ``torchrun`` (DESIGN §7): one process per device, every rank
+"""Data-parallel training under ``torchrun`` (docs/design.md): one process per device, every rank
 training on its slice of each global batch, gradients averaged by DistributedDataParallel and
 BatchNorm statistics taken over the global batch. Outside ``torchrun`` everything here is a
 no-op, so the training loop reads the same either way."""

@@ -171,8 +171,8 @@ def few_label_probes(train_x, train_y, test_x, test_y, num_classes: int, per_cla
                      seed: int = 0, standardize: bool = True) -> list[float]:
     """Test accuracies of the linear probe trained on ``per_class`` labelled examples of each
     class, one per draw of those examples (draw i uses seed ``seed + i``). Which few examples are
-    labelled moves the accuracy by several points (5 draws of 10 per class on spoken digits: 3 to
-    5 points apart, measured), so one draw cannot rank two encoders; the mean of several can."""
+    labelled moves the accuracy by several points (docs/experiments.md), so one draw cannot rank
+    two encoders; the mean of several can."""
     return [float((predictions == test_y).float().mean())
             for predictions in few_label_predictions(train_x, train_y, test_x, num_classes, per_class, draws, seed,
                                                      standardize)]

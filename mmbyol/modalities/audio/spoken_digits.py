@@ -57,7 +57,7 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
         return root
     if shutil.which("espeak-ng") is None:
         raise DataError("spoken-digits is synthesized with espeak-ng, which is not installed. Install it with "
-                        "`apt-get install espeak-ng` (the README's set-up does), then run "
+                        "`apt-get install espeak-ng` (`make data` in a clone does), then run "
                         "`mmbyol data prepare spoken-digits`; or train on your own files with "
                         "data.name=audio-folder data.root=DIR.")
     from tqdm import tqdm

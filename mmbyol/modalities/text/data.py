@@ -86,7 +86,7 @@ def read_wordnet_glosses(root: str | Path) -> dict[str, list[str]]:
     path = Path(root) / "data.noun"
     if not path.exists():
         raise DataError(f"WordNet's noun data {path} is missing. Install it with `apt-get install wordnet-base` "
-                        f"(the README's set-up does), or point data.root at a folder holding data.noun.")
+                        f"(`make data` in a clone does), or point data.root at a folder holding data.noun.")
     by_number = {number: name for name, number in WORDNET_CLASSES.items()}
     label: dict[str, str | None] = {}  # lower-cased definition → its class (None: more than one)
     spelling: dict[str, str] = {}  # lower-cased definition → its first spelling
