@@ -168,3 +168,19 @@ def test_color_jitter_on_one_channel_equals_three_gray_channels():
     one = jitter(gray, torch.Generator().manual_seed(5))
     three = jitter(gray.expand(-1, 3, -1, -1).contiguous(), torch.Generator().manual_seed(5))
     torch.testing.assert_close(three, one.expand(-1, 3, -1, -1), atol=1e-5, rtol=0)
+
+
+def test_hue_shift_per_image_equals_torchvision_adjust_hue_image_by_image():
+    from torchvision.transforms.v2.functional import adjust_hue
+
+    from mmbyol.modalities.image.augment import shift_hue
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(32, 3, 8, 8, generator=generator)
+    x[0] = 0.5  # grey: no hue to turn
+    x[1] = (x[1] * 4).round() / 4  # channels tied at the maximum
+    x[2, :, 0, 0] = torch.tensor([1.0, 0.0, 0.0])  # pure red
+    shift = torch.rand(32, generator=generator) - 0.5
+    expected = torch.stack([adjust_hue(x[i], float(shift[i])) for i in range(32)])
+    torch.testing.assert_close(shift_hue(x, shift), expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shift_hue(x, torch.zeros(32)), x, atol=1e-5, rtol=0)  # no shift: the image itself
