@@ -34,17 +34,17 @@ def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
         inputs, _labels, _skipped = collate_items([dataset[i] for i in range(n)], modality.collate)
         return prepare_views(modality, inputs, device, dataset.info)
 
-    originals, _ = training = read()
-    if hasattr(dataset, "set_epoch"):
+    evaluated = trained = read()
+    if hasattr(dataset, "set_epoch"):  # training reads the items otherwise
         dataset.set_epoch(0)
-        training = read()
+        trained = read()
     augment = to_container(cfg.augment)
     views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     with torch.no_grad():
-        view1, view2 = views(*training, generator)
+        view1, view2 = views(*trained, generator)
     out = Path(out or modality.views_file)
-    modality.render_views(originals, view1, view2, out, dataset.info)
+    modality.render_views(evaluated[0], view1, view2, out, dataset.info)
     return out
 
 
