@@ -4,7 +4,6 @@ per view), and the encoder builder. A modality supplies parts; nothing here know
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +15,6 @@ from torch import nn
 from ..augment import check_kwargs
 from ..errors import ConfigError
 from ..registry import ENCODERS, MODALITIES
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ one), pads it to its longest row and moves it to the device as a mapping
 tokenizer's own special tokens); the augmentations change the tokens between the special ones
 and keep that form. ``dropout`` is each row's dropout rate inside the encoder (SimCSE's view
 noise), which the ``dropout`` augmentation sets.
+
+The parts: ``data`` (the data sets), ``tokenizer`` (training or loading the run's tokenizer),
+``frontend`` (strings → the token batch, and back), ``augment``, ``encoder``. docs/text.md has
+the defaults and why.
 """
 
 from __future__ import annotations
