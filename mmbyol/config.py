@@ -155,17 +155,18 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
     files = [_user_file(value) for key, value in parsed if key == "config"]
     parsed = [(key, value) for key, value in parsed if key != "config"]
     given = dict(parsed)
-    layers: list[tuple[Any, str | None]] = []  # (layer, the file it came from, for errors)
+    layers: list[Any] = []
     if base is None:
-        layers.append((load_yaml(config_dir() / "base.yaml"), None))
+        layers.append(load_yaml(config_dir() / "base.yaml"))
     else:
-        layers.append((OmegaConf.create(dict(base)), None))
-    chosen = [given.get("modality"), *(layer.get("modality") for layer, _ in reversed(files))]
-    modality_name = next((name for name in chosen if name is not None), None)
-    modality_name = modality_name or layers[0][0].get("modality") or Config.modality
+        layers.append(OmegaConf.create(dict(base)))
+    # the command line chooses the modality, else the last file that names one, else the base
+    chosen = [given.get("modality"), *(layer.get("modality") for layer, _ in reversed(files)),
+              layers[0].get("modality")]
+    modality_name = next((name for name in chosen if name), Config.modality)
     if not isinstance(modality_name, str):
         raise ConfigError(f"modality={modality_name!r} is not a name; `mmbyol list` shows the modalities.")
-    plugins = [*layers[0][0].get("plugins", [])]
+    plugins = [*layers[0].get("plugins", [])]
     for value in [*(layer.get("plugins") for layer, _ in files), given.get("plugins")]:
         if value is None:
             continue
@@ -179,10 +180,12 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
     if base is None:
         modality_file = config_dir() / "modality" / f"{modality_name}.yaml"
         if modality_file.exists():
-            layers.append((load_yaml(modality_file), None))
+            layers.append(load_yaml(modality_file))
         elif modality.config_file is not None:
-            layers.append((load_yaml(modality.config_file), None))
-    for layer, source in [*layers, *files]:
+            layers.append(load_yaml(modality.config_file))
+    for layer in layers:
+        cfg = _merge(cfg, layer)
+    for layer, source in files:
         cfg = _merge(cfg, layer, source)
     for key, value in parsed:
         try:
