@@ -255,7 +255,6 @@ def train_loop(t: Training, run_dir: Path, resumed: bool, ranks: Ranks = ONE_PRO
                         or step == t.total_steps or interrupt.requested):
                     save(t, run_dir, step, ranks)
                 if interrupt.requested:
-                    report.bar.close()
                     log.warning("interrupted at step %d; checkpoint saved to %s. Continue with: "
                                 "mmbyol train run.dir=%s resume=auto", step, checkpoint_path(run_dir), run_dir)
                     raise KeyboardInterrupt
