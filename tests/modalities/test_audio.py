@@ -18,7 +18,7 @@ from mmbyol.modalities.audio import spoken_digits
 from mmbyol.modalities.audio.data import load_audio
 from mmbyol.modalities.audio.frontend import log_mel, prepare_audio
 from mmbyol.modalities.audio.noise import clip_noise
-from mmbyol.modalities.audio.spoken_digits import ACCENTS, DIGITS, SPOKEN_DIGITS_VERSION
+from mmbyol.modalities.audio.spoken_digits import ACCENTS, DIGITS, SPOKEN_DIGITS_VERSION, VOICE_VARIANTS
 from mmbyol.modalities.base import TwoViews, build_encoder, get_modality
 from mmbyol.registry import AUGMENTATIONS
 
@@ -343,6 +343,27 @@ def test_spoken_digits_splits_by_accent(tmp_path):
     assert len(train) == 6 * 10 * 2 and train.classes == DIGITS
     with pytest.raises(DataError, match="test_accents"):
         build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.test_accents=[en-mars]"]), "train")
+
+
+def test_spoken_digits_by_voice_splits_by_word(tmp_path):
+    for accent in ACCENTS[:2]:
+        for word in DIGITS:
+            for voice in VOICE_VARIANTS:
+                write_tone(tmp_path / accent / word / f"{voice}-s120-p50.wav", 300, 0.3, rate=16000, channels=1)
+    (tmp_path / "manifest.json").write_text(json.dumps({"version": SPOKEN_DIGITS_VERSION, "sample_rate": 16000}))
+    cfg = load_config(["modality=audio", f"data.root={tmp_path}", "data.label=voice", "data.snr_db=null"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    word = lambda path: path.relative_to(tmp_path).parts[1]  # noqa: E731
+    assert {word(p) for p in test.files} == {"seven", "eight", "nine"}
+    assert {word(p) for p in train.files} == set(DIGITS[:7])
+    assert train.classes == VOICE_VARIANTS and len(train) == 2 * 7 * 5 and len(test) == 2 * 3 * 5
+    for data in (train, test):  # the label is the voice the file was spoken in
+        assert [VOICE_VARIANTS[label] for label in data.labels] == [p.name.split("-")[0] for p in data.files]
+    with pytest.raises(DataError, match="test_words"):
+        build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.label=voice",
+                                   f"data.test_words=[{','.join(DIGITS)}]"]), "train")
+    with pytest.raises(DataError, match="word or voice"):
+        build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.label=speaker"]), "train")
 
 
 def test_spoken_digits_noise_has_the_drawn_snr_and_is_fixed_per_clip(tmp_path):

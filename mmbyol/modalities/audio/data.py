@@ -48,7 +48,12 @@ class AudioDataConfig(DataConfig):
     # noise_per_view only: the range the views' SNRs are drawn from (dB); null: snr_db, the range
     # that measured best on spoken digits (docs/audio.md)
     view_snr_db: list[float] | None = None
-    test_accents: list[str] = field(default_factory=lambda: ["en-gb-scotland", "en-029"])
+    # spoken-digits only: what a clip's label is, the word (zero..nine; train and test split by
+    # accent) or the voice, espeak-ng's voice variant (m1..f4; split by word, so the test words
+    # are never heard in training): a task where what the word-task augmentations remove matters
+    label: str = "word"
+    test_accents: list[str] = field(default_factory=lambda: ["en-gb-scotland", "en-029"])  # label=word
+    test_words: list[str] = field(default_factory=lambda: ["seven", "eight", "nine"])  # label=voice
 
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}

@@ -1,5 +1,6 @@
 """The ``spoken-digits`` data set: the words zero..nine synthesized by espeak-ng in 8 English
-accents, split by accent, mixed with noise when read."""
+accents and 5 voices, mixed with noise when read; labelled by word (split by accent) or by
+voice (split by word)."""
 
 from __future__ import annotations
 
@@ -102,21 +103,32 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
 @register_dataset("audio", "spoken-digits")
 def spoken_digits(cfg: AudioDataConfig, split: str) -> AudioClips:
     """The words zero..nine spoken by espeak-ng in 8 English accents, mixed with coloured noise
-    (``data.snr_db``). Train and test are split by accent: ``data.test_accents`` never appear in
-    training. Prepared on first use (``mmbyol data prepare spoken-digits``)."""
-    unknown = sorted(set(cfg.test_accents) - set(ACCENTS))
-    if unknown or not cfg.test_accents or len(set(cfg.test_accents)) == len(ACCENTS):
-        raise DataError(f"data.test_accents must name some, not all, of {', '.join(ACCENTS)}; "
-                        f"got {list(cfg.test_accents)}.")
+    (``data.snr_db``). With ``data.label=word`` a clip's class is its word, and train and test
+    are split by accent: ``data.test_accents`` never appear in training. With ``data.label=voice``
+    its class is the voice variant (m1, m3, m7, f2, f4), and they are split by word:
+    ``data.test_words`` are never heard in training. Prepared on first use
+    (``mmbyol data prepare spoken-digits``)."""
+    if cfg.label == "word":
+        test, allowed, what = cfg.test_accents, ACCENTS, "test_accents"
+    elif cfg.label == "voice":
+        test, allowed, what = cfg.test_words, DIGITS, "test_words"
+    else:
+        raise DataError(f"data.label must be word or voice (what a spoken digit is labelled by); got {cfg.label!r}.")
+    unknown = sorted(set(test) - set(allowed))
+    if unknown or not test or len(set(test)) == len(allowed):
+        raise DataError(f"data.{what} must name some, not all, of {', '.join(allowed)}; got {list(test)}.")
     root = prepare_spoken_digits(cfg)
-    accents = [a for a in ACCENTS if (a in cfg.test_accents) == (split == "test")]
+    keep = [a for a in allowed if (a in test) == (split == "test")]
     files, labels = [], []
-    for accent in accents:
-        for label, word in enumerate(DIGITS):
+    for accent in ACCENTS:
+        for digit, word in enumerate(DIGITS):
+            if (accent if cfg.label == "word" else word) not in keep:
+                continue
             found = sorted((root / accent / word).glob("*.wav"))
             files += found
-            labels += [label] * len(found)
-    return AudioClips(files, labels, DIGITS, cfg, split == "train", root, cfg.snr_db, cfg.noise_colour,
+            labels += [digit if cfg.label == "word" else VOICE_VARIANTS.index(f.name.split("-")[0]) for f in found]
+    classes = DIGITS if cfg.label == "word" else VOICE_VARIANTS
+    return AudioClips(files, labels, classes, cfg, split == "train", root, cfg.snr_db, cfg.noise_colour,
                       cfg.noise_per_view, cfg.view_snr_db)
 
 
