@@ -11,7 +11,8 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -79,8 +80,68 @@ def interpolation_matrix(start: torch.Tensor, length: torch.Tensor, size_in: int
     return matrix
 
 
+# ------------------------------------------------------------------ search-space declarations
+
+
+@dataclass(frozen=True)
+class Float:
+    """A float option searched in [low, high] (on a log scale with ``log``)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def suggest(self, trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log)
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer option searched in [low, high]."""
+
+    low: int
+    high: int
+
+    def suggest(self, trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An option searched among ``choices``."""
+
+    choices: tuple
+
+    def suggest(self, trial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A ``[low, high]`` option (a range the augmentation draws from) whose two ends are searched
+    in [low, high]: two draws, the smaller one first."""
+
+    low: float
+    high: float
+
+    def suggest(self, trial, name: str) -> list[float]:
+        ends = sorted([trial.suggest_float(f"{name}.a", self.low, self.high),
+                       trial.suggest_float(f"{name}.b", self.low, self.high)])
+        return [round(end, 4) for end in ends]
+
+
+# ------------------------------------------------------------------------------ augmentations
+
+
 class Augmentation(nn.Module):
-    """Base class: applies :meth:`apply` to each sample of a batch with probability ``p``."""
+    """Base class: applies :meth:`apply` to each sample of a batch with probability ``p``.
+
+    ``search_space`` declares what ``mmbyol search`` may vary: option name (``p`` included) →
+    :class:`Float`, :class:`Int`, :class:`Choice` or :class:`Interval`. Options it leaves out
+    keep the value the config gives them (or their default). An augmentation that declares
+    nothing can still be searched in or out of a view, as configured."""
+
+    search_space: ClassVar[dict[str, Float | Int | Choice | Interval]] = {}
 
     def __init__(self, p: float = 1.0):
         super().__init__()

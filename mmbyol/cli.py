@@ -1,4 +1,4 @@
-"""The command line: ``mmbyol train|eval|views|list|config|data`` (docs/design.md)."""
+"""The command line: ``mmbyol train|eval|views|list|config|data|search|plot`` (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ mmbyol views [modality=NAME] [out=FILE] [n=8] [key=value ...]
                                                            augmented view pairs (a picture; text: decoded)
 mmbyol list                                                registered modalities, encoders, augmentations, data sets
 mmbyol config [modality=NAME] [key=value ...]              the resolved config as YAML
-mmbyol data prepare NAME [key=value ...]                   build or check a local data set"""
+mmbyol data prepare NAME [key=value ...]                   build or check a local data set
+mmbyol search [modality=NAME] [key=value ...]              find a view pair for the data -> best.yaml + report
+mmbyol plot RUN_DIR [out=FILE]                             a run's curves (loss, tau, lr, z-std, rank, monitor)"""
 
 
 def _split_options(overrides: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
@@ -102,6 +104,22 @@ def cmd_data(args) -> None:
     print(f"{args.name}: ready ({sizes['train']} train, {sizes['test']} test items)")
 
 
+def cmd_search(args) -> None:
+    from .config import load_config
+    from .search import search
+
+    print(search(load_config(args.overrides)))
+
+
+def cmd_plot(args) -> None:
+    from .plot import plot_run
+
+    options, rest = _split_options(args.overrides, ("out",))
+    if rest:
+        raise MMBYOLError(f"plot takes RUN_DIR and out=FILE only; got {' '.join(rest)}.")
+    print(plot_run(Path(args.run_dir), options.get("out")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mmbyol",
@@ -131,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("name", metavar="NAME")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(run=cmd_data)
+    p = commands.add_parser("search", help="search the view pair, tau_base and lr for the data (Optuna)")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.set_defaults(run=cmd_search)
+    p = commands.add_parser("plot", help="plot a run's training curves as a PNG")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("overrides", nargs="*", metavar="out=FILE")
+    p.set_defaults(run=cmd_plot)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="mmbyol: %(message)s",
                         stream=sys.stderr)

@@ -34,6 +34,12 @@ class TrainerConfig:
     precision: str = "auto"  # auto (bf16 where the device has it natively, else fp32) | fp32 | bf16
     compile: bool = False  # torch.compile the encoder
     progress: bool = True  # tqdm progress bar
+    # the monitor (docs/monitor.md): kNN accuracy and RankMe of the encoder's features on a
+    # validation slice of the training split, against the untrained encoder's; steps between
+    # measurements, null: about 10 a run; 0: off
+    monitor_every: int | None = None
+    monitor_items: int = 1024  # the validation slice: this many training items, evenly spaced
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl (metrics.jsonl) | tensorboard
 
 
 @dataclass
@@ -85,6 +91,22 @@ class EvalConfig:
 
 
 @dataclass
+class SearchConfig:
+    """``mmbyol search`` (docs/search.md)."""
+
+    trials: int = 20  # finished trials (complete or pruned) to reach, counted over every process on the study
+    minutes: float | None = None  # and at most this long (this process); the trial running then is cut short
+    trial_steps: int | None = None  # BYOL steps per trial; null: a fifth of the configured run
+    measurements: int = 5  # monitor measurements per trial: the pruner's intermediate values
+    objective: str = "auto"  # auto (knn for labelled data, else rank) | knn | rank
+    pruner: str = "hyperband"  # hyperband | median | none
+    storage: str | None = None  # an Optuna storage URL; null: sqlite:///RUN_DIR/study.db
+    augmentations: list[str] | None = None  # names that may enter a view; null: every one of the modality
+    tau_base: list[float] | None = field(default_factory=lambda: [0.4, 0.99])  # searched range; null: keep
+    lr_scale: list[float] | None = field(default_factory=lambda: [0.3, 3.0])  # optim.lr × this (log); null: keep
+
+
+@dataclass
 class Config:
     modality: str = "image"
     seed: int = 0
@@ -100,13 +122,17 @@ class Config:
     encoder: dict[str, Any] = field(default_factory=lambda: {"name": "???"})
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
 
+LOGGERS = ("jsonl", "tensorboard")
 CHOICES = {
     "objective": ("byol", "infonce", "supervised"),
     "optim.name": ("lars", "adamw", "sgd"),
     "trainer.precision": ("auto", "fp32", "bf16"),
     "eval.init": ("trained", "random"),
+    "search.objective": ("auto", "knn", "rank"),
+    "search.pruner": ("hyperband", "median", "none"),
 }
 
 
@@ -240,9 +266,22 @@ def validate(cfg: DictConfig) -> None:
             close = difflib.get_close_matches(str(value), allowed, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ConfigError(f"{key}={value!r} is not a choice.{hint} Choose one of: {', '.join(allowed)}.")
-    for key in ("data.batch_size", "trainer.log_every", "trainer.checkpoint_every", "eval.label_draws"):
+    for key in ("data.batch_size", "trainer.log_every", "trainer.checkpoint_every", "eval.label_draws",
+                "search.trials", "search.measurements"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}.")
+    for key in ("search.tau_base", "search.lr_scale"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (len(value) != 2 or not 0 < value[0] <= value[1]):
+            raise ConfigError(f"{key}={list(value)} must be a range [low, high] with 0 < low <= high, or null to "
+                              f"keep the configured value.")
+    for key in ("trainer.monitor_every", "trainer.monitor_items"):
+        if (OmegaConf.select(cfg, key) or 0) < 0:
+            raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")
+    unknown = sorted(set(cfg.trainer.loggers) - set(LOGGERS))
+    if unknown:
+        raise ConfigError(f"trainer.loggers={list(cfg.trainer.loggers)}: unknown logger {unknown[0]!r}. "
+                          f"Choose from: {', '.join(LOGGERS)}.")
     missing = [k for k in ("data.name", "encoder.name") if OmegaConf.is_missing(cfg, k)]
     if missing:
         raise ConfigError(f"{', '.join(missing)} must be set (e.g. data.name=... on the command line).")

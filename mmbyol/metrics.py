@@ -1,5 +1,5 @@
-"""What a run reports while it trains: ``metrics.jsonl``, the progress bar and the collapse
-monitor (the std of the normalized projections and RankMe, the effective rank)."""
+"""What a run reports while it trains: ``metrics.jsonl`` (and TensorBoard), the progress bar and
+the collapse monitor (the std of the normalized projections and RankMe, the effective rank)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+
+from .errors import ConfigError
 
 log = logging.getLogger("mmbyol")
 
@@ -61,20 +64,47 @@ class MetricsLog:
             file.write(json.dumps(record) + "\n")
 
 
+class TensorBoardLog:
+    """Every number of a record as a TensorBoard scalar (``RUN_DIR/tensorboard``); on resume, the
+    events past the restored step are dropped, as :class:`MetricsLog` drops its lines."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ConfigError("trainer.loggers names tensorboard, which is not installed: pip install tensorboard "
+                              "(it comes with mmbyol), or drop it from trainer.loggers.") from None
+        self.writer = SummaryWriter(str(path), purge_step=resume_step)
+
+    def write(self, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)):
+                group = "monitor" if key.startswith("monitor_") else "train"
+                self.writer.add_scalar(f"{group}/{key.removeprefix('monitor_')}", value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 class TrainingLog:
-    """The numbers of a training run, every ``log_every`` steps and at the last: the mean loss
-    over the interval, τ, lr, the collapse monitor on the last batch and samples/s, to
-    ``metrics.jsonl`` and the progress bar, with a loud warning when the projections collapse.
-    Only the main process (``main``) writes; a context manager, so log lines and the bar share
-    the terminal."""
+    """The numbers of a training run, every ``log_every`` steps, at the monitor's steps and at the
+    last: the mean loss over the interval, τ, lr, the collapse monitor on the last batch,
+    samples/s and the monitor's measurement, to the ``loggers`` (``metrics.jsonl``, TensorBoard)
+    and the progress bar, with a loud warning when the projections collapse. Only the main
+    process (``main``) writes; a context manager, so log lines and the bar share the terminal."""
 
     def __init__(self, run_dir: Path, step: int, total_steps: int, log_every: int, resumed: bool, main: bool,
-                 progress: bool):
+                 progress: bool, loggers: Sequence[str] = ("jsonl",)):
         self.total_steps, self.log_every, self.main = total_steps, log_every, main
-        self.metrics = MetricsLog(run_dir / "metrics.jsonl", step if resumed else None) if main else None
+        resume_step = step if resumed else None
+        self.sinks: list[Any] = []
+        if main and "jsonl" in loggers:
+            self.sinks.append(MetricsLog(run_dir / "metrics.jsonl", resume_step))
+        if main and "tensorboard" in loggers:
+            self.sinks.append(TensorBoardLog(run_dir / "tensorboard", resume_step))
         self.bar = tqdm(total=total_steps, initial=step, disable=not (progress and main), desc="mmbyol",
                         dynamic_ncols=True, mininterval=1.0)
-        self.collapse_warnings = 0
+        self.collapse_warnings, self.knn = 0, None
         self._new_interval()
 
     def _new_interval(self) -> None:
@@ -88,26 +118,52 @@ class TrainingLog:
 
     def __exit__(self, *exc):
         self.bar.close()
+        for sink in self.sinks:
+            if hasattr(sink, "close"):
+                sink.close()
         return self._redirect.__exit__(*exc)
 
+    def write(self, record: dict[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+    def start(self, monitor: dict[str, float]) -> None:
+        """The monitor's measurement of the untrained encoder, as the line of step 0."""
+        if self.main:
+            self.write({"step": 0, **monitor})
+            self._show(monitor)
+        self._new_interval()  # the measurement is not training time
+
     def step(self, step: int, epoch: int, loss: float, samples: int, tau: float, lr: float,
-             outputs: dict[str, torch.Tensor], skipped: int) -> None:
-        """Count the step just taken (``step`` steps done); write a record at the interval's end."""
+             outputs: dict[str, torch.Tensor], skipped: int, monitor: dict[str, float] | None = None) -> None:
+        """Count the step just taken (``step`` steps done); write a record at the interval's end,
+        or with the monitor's measurement at this step."""
         self.loss, self.samples, self.steps = self.loss + loss, self.samples + samples, self.steps + 1
         self.bar.update(1)
-        if step % self.log_every and step != self.total_steps:
+        if step % self.log_every and step != self.total_steps and monitor is None:
             return
         if self.main:
+            # the monitor's time is not training time
+            elapsed = time.perf_counter() - self.started - (monitor or {}).get("monitor_seconds", 0.0)
             record = {
                 "step": step, "epoch": epoch, "loss": self.loss / self.steps, "tau": tau, "lr": lr,
                 "z_std": projection_std(outputs["z"]), "rank": effective_rank(outputs["h"]),
-                "samples_per_s": self.samples / max(time.perf_counter() - self.started, 1e-9), "skipped": skipped,
+                "samples_per_s": self.samples / max(elapsed, 1e-9), "skipped": skipped,
+                **(monitor or {}),
             }
-            self.metrics.write(record)
-            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tau=f"{tau:.4f}", lr=f"{lr:.3g}",
-                                 rate=f"{record['samples_per_s']:.0f}/s", refresh=False)
+            self.write(record)
+            self._show(record)
             self._watch_collapse(record, outputs["z"].shape[1])
         self._new_interval()
+
+    def _show(self, record: dict[str, Any]) -> None:
+        shown = {"loss": f"{record['loss']:.4f}", "tau": f"{record['tau']:.4f}", "lr": f"{record['lr']:.3g}",
+                 "rate": f"{record['samples_per_s']:.0f}/s"} if "loss" in record else {}
+        if "monitor_knn" in record:
+            self.knn = f"{100 * record['monitor_knn']:.1f}%"
+        if self.knn:
+            shown["knn"] = self.knn
+        self.bar.set_postfix(shown, refresh=False)
 
     def _watch_collapse(self, record: dict[str, Any], dim: int) -> None:
         if not collapsed(record["z_std"], record["rank"], dim):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,14 @@ from .distributed import ONE_PROCESS, Ranks
 from .errors import ConfigError, DataError, TrainingDiverged
 from .metrics import TrainingLog
 from .modalities.base import DataSet, Modality, build_encoder, get_modality
+from .monitor import Monitor, build_monitor, monitor_every
 from .optim import build_optimizer
 from .runtime import InterruptFlag, autocast_context, resolve_device, resolve_precision
 from .schedules import lr_schedule, tau_schedule
 
 log = logging.getLogger("mmbyol")
+
+OnMonitor = Callable[[int, dict[str, float]], None]
 
 
 # --------------------------------------------------------------------------- the parts
@@ -168,10 +172,11 @@ def load_train_config(overrides: Sequence[str]) -> DictConfig:
     return load_config(overrides, base=saved)
 
 
-def setup(cfg: DictConfig, ranks: Ranks, device: torch.device) -> tuple[Training, Path, bool]:
+def setup(cfg: DictConfig, ranks: Ranks, device: torch.device,
+          dataset: DataSet | None = None) -> tuple[Training, Path, bool]:
     """The run directory, made ready, and the training parts: ``(training, run_dir, resumed)``.
     Rank 0 decides where the run lives and reads the checkpoint; the others get both from it
-    (several machines need not share a file system)."""
+    (several machines need not share a file system). ``dataset``: the training split, if built."""
     run_dir, state = distributed.broadcast(open_run(cfg) if ranks.main else None, ranks)
     cfg = copy.deepcopy(cfg)  # the caller's config stays as it was
     cfg.run.dir = str(run_dir)
@@ -179,7 +184,8 @@ def setup(cfg: DictConfig, ranks: Ranks, device: torch.device) -> tuple[Training
     torch.manual_seed(cfg.seed)
     if ranks.local_rank != 0:
         distributed.barrier(ranks)  # one process per machine prepares a missing data set
-    dataset = build_dataset(cfg, "train")
+    if dataset is None:
+        dataset = build_dataset(cfg, "train")
     if ranks.local_rank == 0:
         distributed.barrier(ranks)
     batch_size = cfg.data.batch_size
@@ -203,15 +209,21 @@ def setup(cfg: DictConfig, ranks: Ranks, device: torch.device) -> tuple[Training
     return t, run_dir, state is not None
 
 
-def train(cfg: DictConfig) -> Path:
+def train(cfg: DictConfig, dataset: DataSet | None = None, monitor: Monitor | None = None,
+          on_monitor: OnMonitor | None = None) -> Path:
     """Train as configured; returns the run directory. Under ``torchrun`` every process calls
-    this, each training on its slice of the global batch."""
+    this, each training on its slice of the global batch. ``mmbyol search`` runs many short
+    trainings on one data set and passes what they share: ``dataset``, the training split, and
+    ``monitor``, one built on it; ``on_monitor(step, measurement)`` is called at each of the
+    monitor's measurements after step 0."""
     ranks = distributed.launched_ranks()
     device = resolve_device(cfg.device, ranks)
     distributed.init(ranks, device)
     try:
-        t, run_dir, resumed = setup(cfg, ranks, device)
-        step = train_loop(t, run_dir, resumed, ranks)
+        t, run_dir, resumed = setup(cfg, ranks, device, dataset)
+        if monitor is None and ranks.main:
+            monitor = build_monitor(t.cfg, t.dataset, t.modality, t.info, device, t.autocast)
+        step = train_loop(t, run_dir, resumed, ranks, monitor if ranks.main else None, on_monitor)
         if ranks.main:
             export_encoder(run_dir / "encoder.safetensors", t.cfg, unwrap(t.model).online_encoder, t.info, step)
         log.info("done: %d steps; encoder exported to %s", step, run_dir / "encoder.safetensors")
@@ -224,14 +236,23 @@ def train(cfg: DictConfig) -> Path:
 # ---------------------------------------------------------------------------------- loop
 
 
-def train_loop(t: Training, run_dir: Path, resumed: bool, ranks: Ranks = ONE_PROCESS) -> int:
+def train_loop(t: Training, run_dir: Path, resumed: bool, ranks: Ranks = ONE_PROCESS, monitor: Monitor | None = None,
+               on_monitor: OnMonitor | None = None) -> int:
     """Train from ``t.step`` to ``t.total_steps``, saving a checkpoint every
-    ``trainer.checkpoint_every`` steps, at each epoch's end, at the last step and on Ctrl-C;
-    returns the number of steps done."""
+    ``trainer.checkpoint_every`` steps, at each epoch's end, at the last step and on Ctrl-C, and
+    measuring the encoder with ``monitor`` (main process only) at step 0 and every
+    ``trainer.monitor_every`` steps; returns the number of steps done."""
     cfg, step, skips = t.cfg, t.step, SkipCount()
     report = TrainingLog(run_dir, step, t.total_steps, cfg.trainer.log_every, resumed, ranks.main,
-                         cfg.trainer.progress)
+                         cfg.trainer.progress, cfg.trainer.loggers)
+    every = monitor_every(cfg, t.total_steps) if monitor is not None else 0
+    encoder = unwrap(t.model).online_encoder
+    started, monitor_seconds = time.perf_counter(), monitor.seconds if every else 0.0
     with InterruptFlag() as interrupt, report:
+        if every and resumed:
+            monitor.restore(run_dir / "metrics.jsonl")
+        elif every:
+            report.start(monitor.record(0, t.total_steps, encoder))
         while step < t.total_steps:
             epoch, start = divmod(step, t.steps_per_epoch)
             for inputs, labels, skipped in make_loader(t.dataset, t.modality, cfg, epoch, start, t.device, ranks):
@@ -250,7 +271,12 @@ def train_loop(t: Training, run_dir: Path, resumed: bool, ranks: Ranks = ONE_PRO
                 loss, interrupt.requested = loss_sum / ranks.world, bool(stop)
                 step += 1
                 check_finite(loss, step, epoch, cfg, run_dir)
-                report.step(step, epoch, loss, len(labels) * ranks.world, tau, lr, outputs, skips.total)
+                measured = None
+                if every and (step % every == 0 or step == t.total_steps):
+                    measured = monitor.record(step, t.total_steps, encoder)
+                report.step(step, epoch, loss, len(labels) * ranks.world, tau, lr, outputs, skips.total, measured)
+                if measured is not None and on_monitor is not None:
+                    on_monitor(step, measured)
                 if (step % cfg.trainer.checkpoint_every == 0 or step % t.steps_per_epoch == 0
                         or step == t.total_steps or interrupt.requested):
                     save(t, run_dir, step, ranks)
@@ -262,6 +288,9 @@ def train_loop(t: Training, run_dir: Path, resumed: bool, ranks: Ranks = ONE_PRO
                     break
     if skips.total:
         log.warning("%d unreadable item(s) were skipped in total", skips.total)
+    if every:
+        spent, elapsed = monitor.seconds - monitor_seconds, time.perf_counter() - started
+        log.info("monitor: %.1f s of the run's %.1f s (%.1f%%)", spent, elapsed, 100 * spent / max(elapsed, 1e-9))
     return step
 
 

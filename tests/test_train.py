@@ -21,8 +21,8 @@ def test_run_directory_layout(tmp_path, fashion_mnist):
     import json
 
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == [2, 4, 6]
-    assert {"step", "epoch", "loss", "tau", "lr", "z_std", "rank", "samples_per_s"} <= set(lines[0])
+    assert [r["step"] for r in lines] == [0, 2, 4, 6]  # step 0: the monitor's untrained reference
+    assert {"step", "epoch", "loss", "tau", "lr", "z_std", "rank", "samples_per_s", "monitor_knn"} <= set(lines[1])
     from mmbyol.schedules import tau_schedule
 
     # the τ of the last step, k = K − 1

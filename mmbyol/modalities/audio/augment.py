@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...augment import Augmentation, interpolation_matrix, uniform
+from ...augment import Augmentation, Float, Int, Interval, interpolation_matrix, uniform
 from ...registry import register_augmentation
 
 
@@ -17,6 +17,8 @@ class LogMixupExp(Augmentation):
     in the linear power domain (``log((1 − λ)·e^x + λ·e^z)``, λ ~ U(0, ``ratio``)). The memory
     keeps the last ``memory_size`` inputs (all rows, mixed or not) in float16 and is part of
     the checkpoint. Nothing is mixed until the memory holds something."""
+
+    search_space = {"ratio": Float(0.0, 0.5), "p": Float(0.0, 1.0)}
 
     def __init__(self, ratio: float = 0.2, memory_size: int = 2048, log_mixup_exp: bool = True, p: float = 1.0):
         super().__init__(p)
@@ -70,6 +72,8 @@ class RandomResizeCrop(Augmentation):
     crop of ``freq_scale`` × ``time_scale`` of the spectrogram's size (clipped to the canvas) at
     a random place is resized back to the input size (bilinear). Shape is kept."""
 
+    search_space = {"freq_scale": Interval(0.5, 1.6), "time_scale": Interval(0.5, 1.6)}
+
     def __init__(
         self,
         virtual_crop_scale: tuple[float, float] = (1.0, 1.5),
@@ -106,6 +110,8 @@ class RandomLinearFader(Augmentation):
     """BYOL-A v2's fade in/out: a straight line over time from ``head`` to ``tail``, each
     ~ U(−gain, gain) per sample, added to the log-mel (a gain ramp)."""
 
+    search_space = {"gain": Float(0.1, 2.0), "p": Float(0.0, 1.0)}
+
     def __init__(self, gain: float = 1.0, p: float = 1.0):
         super().__init__(p)
         self.gain = gain
@@ -124,6 +130,8 @@ class RandomLinearFader(Augmentation):
 class RandomGain(Augmentation):
     """A constant gain ~ U(−gain, gain) per sample, added to the log-mel."""
 
+    search_space = {"gain": Float(0.1, 2.0), "p": Float(0.0, 1.0)}
+
     def __init__(self, gain: float = 0.5, p: float = 1.0):
         super().__init__(p)
         self.gain = gain
@@ -141,6 +149,9 @@ class AddNoise(Augmentation):
     roughly) and grainy cell by cell (Gaussian, std ``grain``); all in the normalized log-mel
     units mixup uses. One draw per sample, so the two views of a clip get different noise and
     the encoder is asked to see through it. The result is never below the input."""
+
+    search_space = {"level": Interval(-4.0, 1.0), "tilt": Float(0.0, 2.0), "grain": Float(0.0, 0.6),
+                    "p": Float(0.0, 1.0)}
 
     def __init__(self, level: tuple[float, float] = (-2.0, 0.5), tilt: float = 1.0, grain: float = 0.3, p: float = 1.0):
         super().__init__(p)
@@ -173,6 +184,8 @@ class Denoise(Augmentation):
     clip get different strengths, so the noise level they share stops being a cue BYOL can keep.
     Not in BYOL-A, nor in the default pair: on spoken digits it helps short runs and hurts the
     full one (docs/experiments.md). The result is never above the input."""
+
+    search_space = {"strength": Interval(0.0, 1.0), "p": Float(0.0, 1.0)}
 
     def __init__(self, strength: tuple[float, float] = (0.0, 1.0), floor: float = 0.02, p: float = 1.0):
         super().__init__(p)
@@ -221,11 +234,13 @@ class _Masking(Augmentation):
 
 @register_augmentation("audio", "time_mask")
 class TimeMask(_Masking):
+    search_space = {"max_width": Int(2, 40), "count": Int(1, 3), "p": Float(0.0, 1.0)}
     axis = -1
 
 
 @register_augmentation("audio", "freq_mask")
 class FreqMask(_Masking):
+    search_space = {"max_width": Int(2, 24), "count": Int(1, 3), "p": Float(0.0, 1.0)}
     axis = -2
 
     def __init__(self, max_width: int = 8, count: int = 1, value: float = 0.0, p: float = 1.0):

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ...augment import Augmentation, bernoulli, interpolation_matrix, uniform
+from ...augment import Augmentation, Float, Interval, bernoulli, interpolation_matrix, uniform
 from ...registry import register_augmentation
 
 
@@ -52,6 +52,8 @@ class RandomResizedCrop(Augmentation):
     resized back to the input size (or ``size``), as torchvision's: ten tries per sample, the
     whole image when none fits. Bilinear resampling of the whole batch at once."""
 
+    search_space = {"scale": Interval(0.08, 1.0)}
+
     def __init__(self, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  size: int | None = None, p: float = 1.0):
         super().__init__(p)
@@ -82,6 +84,8 @@ class RandomResizedCrop(Augmentation):
 class HorizontalFlip(Augmentation):
     """Mirror left-right."""
 
+    search_space = {"p": Float(0.0, 1.0)}
+
     def __init__(self, p: float = 0.5):
         super().__init__(p)
 
@@ -94,6 +98,9 @@ class ColorJitter(Augmentation):
     """Brightness, contrast, saturation and hue, each with a per-sample factor, in a per-sample
     random order (torchvision's ``ColorJitter``). On one-channel images saturation and hue have
     nothing to act on and are skipped."""
+
+    search_space = {"brightness": Float(0.0, 0.8), "contrast": Float(0.0, 0.8),
+                    "saturation": Float(0.0, 0.8), "hue": Float(0.0, 0.5), "p": Float(0.0, 1.0)}
 
     def __init__(self, brightness: float = 0.4, contrast: float = 0.4, saturation: float = 0.2,
                  hue: float = 0.1, p: float = 0.8):
@@ -145,6 +152,8 @@ class ColorJitter(Augmentation):
 class Grayscale(Augmentation):
     """RGB → luma, kept as three channels; one-channel images are already gray (identity)."""
 
+    search_space = {"p": Float(0.0, 1.0)}
+
     def __init__(self, p: float = 0.2):
         super().__init__(p)
 
@@ -163,6 +172,8 @@ class Grayscale(Augmentation):
 class GaussianBlur(Augmentation):
     """Gaussian blur with a per-sample σ ∈ ``sigma`` and a kernel of about ``kernel_fraction``
     of the image side (official BYOL: 23 px at 224), as one grouped separable convolution."""
+
+    search_space = {"sigma": Interval(0.1, 3.0), "p": Float(0.0, 1.0)}
 
     def __init__(self, sigma: tuple[float, float] = (0.1, 2.0), kernel_fraction: float = 0.1, p: float = 1.0):
         super().__init__(p)
@@ -185,6 +196,8 @@ class GaussianBlur(Augmentation):
 @register_augmentation("image", "solarize")
 class Solarize(Augmentation):
     """Invert every pixel at or above ``threshold``."""
+
+    search_space = {"threshold": Float(0.2, 0.9), "p": Float(0.0, 1.0)}
 
     def __init__(self, threshold: float = 0.5, p: float = 0.2):
         super().__init__(p)

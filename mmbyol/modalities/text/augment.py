@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ...augment import Augmentation, uniform
+from ...augment import Augmentation, Float, Int, Interval, uniform
 from ...registry import register_augmentation
 from .frontend import content_mask
 
@@ -52,6 +52,8 @@ class TokenMask(_RateAugmentation):
     """Each token (special tokens aside) replaced by the mask token with probability ``rate``
     (BERT's masking, as a view)."""
 
+    search_space = {"rate": Float(0.05, 0.5), "p": Float(0.0, 1.0)}
+
     rate_may_be_one = True
 
     def __init__(self, rate: float = 0.15, p: float = 1.0):
@@ -67,6 +69,8 @@ class TokenMask(_RateAugmentation):
 class TokenDelete(_RateAugmentation):
     """Each token (special tokens aside) deleted with probability ``rate``; the rest close up.
     A row never loses all its tokens: when every one was drawn, one of them stays."""
+
+    search_space = {"rate": Float(0.05, 0.4), "p": Float(0.0, 1.0)}
 
     def __init__(self, rate: float = 0.1, p: float = 1.0):
         super().__init__(rate, p)
@@ -86,6 +90,8 @@ class TokenDelete(_RateAugmentation):
 class SpanCrop(Augmentation):
     """A contiguous span of the tokens, ``scale`` ~ U(low, high) of them (at least one), at a
     random place: the text's random crop."""
+
+    search_space = {"scale": Interval(0.2, 1.0), "p": Float(0.0, 1.0)}
 
     def __init__(self, scale: tuple[float, float] = (0.5, 1.0), p: float = 1.0):
         super().__init__(p)
@@ -110,6 +116,8 @@ class SpanCrop(Augmentation):
 class LocalShuffle(Augmentation):
     """Tokens shuffled locally: no token moves more than ``window`` places (Lample et al. 2018:
     sort by index + U(0, window + 1))."""
+
+    search_space = {"window": Int(2, 6), "p": Float(0.0, 1.0)}
 
     def __init__(self, window: int = 3, p: float = 1.0):
         super().__init__(p)
@@ -139,6 +147,8 @@ class Dropout(_RateAugmentation):
     """SimCSE's minimal view (Gao et al. 2021): the tokens unchanged, the encoder's dropout at
     ``rate`` for this view (on the embeddings and after every sub-layer, an independent mask per
     token). The encoder applies no dropout to a view without it."""
+
+    search_space = {"rate": Float(0.0, 0.3)}
 
     def __init__(self, rate: float = 0.1, p: float = 1.0):
         super().__init__(rate, p)

@@ -1,0 +1,519 @@
+"""``mmbyol search``: find the view pair (and τ_base, lr) for the user's data with Optuna.
+
+Each trial is a short BYOL run on the training split; its value is the monitor's kNN accuracy
+on the validation slice of the training split at the trial's last step (RankMe for unlabelled
+data), and the monitor's earlier measurements feed the pruner. The space comes from the
+registry: every augmentation of the modality declares the ranges of its options
+(``Augmentation.search_space``), and each view's list is chosen from them — each in or out, with
+its options — so the two views may differ. Trial 0 is the configured pair, the reference the
+others must beat; the untrained encoder (every trial's step 0) is the other.
+
+Trials live in an Optuna storage (SQLite in the search directory by default): a search resumes
+after a crash with ``resume=auto``, several processes can work on one study, and
+``optuna-dashboard sqlite:///RUN_DIR/study.db`` shows it. Results: ``best.yaml``, which
+``mmbyol train config=best.yaml`` trains, and ``report.md`` / ``report.json`` / ``report.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .augment import Augmentation
+from .config import load_config, to_container
+from .data import build_dataset
+from .errors import ConfigError, TrainingDiverged
+from .modalities.base import get_modality
+from .monitor import Monitor
+from .registry import AUGMENTATIONS
+from .runtime import autocast_context, resolve_device
+
+log = logging.getLogger("mmbyol.search")
+
+STUDY_NAME = "mmbyol"
+
+
+# ------------------------------------------------------------------------------ the space
+
+
+def candidates(cfg: DictConfig) -> list[str]:
+    """The augmentations that may enter a view, in pipeline order: those of the configured views
+    in their order, then the modality's others by name (``search.augmentations`` narrows them)."""
+    registered = AUGMENTATIONS.names(cfg.modality)
+    configured = [spec["name"] for view in ("view1", "view2") for spec in cfg.augment[view]]
+    order = list(dict.fromkeys([*configured, *registered]))
+    wanted = cfg.search.augmentations
+    if wanted is not None:
+        unknown = [name for name in wanted if name not in registered]
+        if unknown:
+            raise ConfigError(f"search.augmentations names {unknown[0]!r}, which is not an augmentation of "
+                              f"{cfg.modality}: {', '.join(registered)}.")
+        order = [name for name in order if name in wanted]
+    return [name for name in order if name in registered]
+
+
+def base_spec(cfg: DictConfig, view: str, name: str) -> dict[str, Any]:
+    """The options an augmentation starts from in ``view``: as configured there (else in the other
+    view), else its own defaults; the search then sets the options it declares."""
+    for where in (view, "view2" if view == "view1" else "view1"):
+        for spec in to_container(cfg.augment)[where]:
+            if spec["name"] == name:
+                return dict(spec)
+    return {"name": name}
+
+
+def suggest_recipe(trial, cfg: DictConfig, names: list[str]) -> dict[str, Any]:
+    """A recipe drawn for ``trial``: each view's augmentations, τ_base and lr."""
+    recipe: dict[str, Any] = {}
+    for view in ("view1", "view2"):
+        specs = []
+        for name in names:
+            if not trial.suggest_categorical(f"{view}.{name}", [True, False]):
+                continue
+            spec = base_spec(cfg, view, name)
+            cls: type[Augmentation] = AUGMENTATIONS.get(cfg.modality, name)
+            for option, space in cls.search_space.items():
+                value = space.suggest(trial, f"{view}.{name}.{option}")
+                spec[option] = round(value, 4) if isinstance(value, float) else value
+            specs.append(spec)
+        recipe[view] = specs
+    search = cfg.search
+    recipe["tau_base"] = (round(trial.suggest_float("tau_base", *search.tau_base), 4) if search.tau_base
+                          else cfg.model.tau_base)
+    recipe["lr"] = (float(f"{cfg.optim.lr * trial.suggest_float('lr_scale', *search.lr_scale, log=True):.4g}")
+                    if search.lr_scale else cfg.optim.lr)
+    return recipe
+
+
+def configured_recipe(cfg: DictConfig) -> dict[str, Any]:
+    """The recipe the config itself gives: trial 0, the reference."""
+    augment = to_container(cfg.augment)
+    return {"view1": augment["view1"], "view2": augment["view2"], "tau_base": cfg.model.tau_base,
+            "lr": cfg.optim.lr}
+
+
+def with_recipe(cfg: DictConfig, recipe: dict[str, Any]) -> DictConfig:
+    out = copy.deepcopy(cfg)
+    out.augment.view1, out.augment.view2 = recipe["view1"], recipe["view2"]
+    out.model.tau_base, out.optim.lr = recipe["tau_base"], recipe["lr"]
+    return out
+
+
+def describe(specs: list[dict[str, Any]]) -> str:
+    """A view's list in one line: ``mixup(ratio=0.2) → random_resize_crop(…)``."""
+    parts = []
+    for spec in specs:
+        options = ", ".join(f"{k}={_short(v)}" for k, v in spec.items() if k != "name")
+        parts.append(f"{spec['name']}({options})" if options else spec["name"])
+    return " → ".join(parts) or "(none)"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------ the study
+
+
+def search_dir(cfg: DictConfig) -> Path:
+    """``run.dir``; else, with ``resume=auto``, the newest search of the modality; else a new one."""
+    if cfg.run.dir:
+        return Path(cfg.run.dir)
+    if cfg.resume == "auto":
+        found = sorted(Path("runs").glob(f"search-{cfg.modality}-*/study.db"), key=lambda p: p.stat().st_mtime)
+        if found:
+            return found[-1].parent
+    return Path("runs") / f"search-{cfg.modality}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def storage_url(cfg: DictConfig, where: Path) -> str:
+    return cfg.search.storage or f"sqlite:///{(where / 'study.db').resolve()}"
+
+
+def open_study(cfg: DictConfig, where: Path, steps: int):
+    """The study in the storage, created (with trial 0, the configured pair, queued) or joined
+    (``resume=auto``). Trials whose process died stop sending heartbeats; once they are stale
+    they are marked failed and queued again, so a crash loses at most the trial it cut short."""
+    import optuna
+    import sqlalchemy
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage_url(cfg, where)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for attempt in range(5):
+            try:
+                storage = RDBStorage(url, heartbeat_interval=30, grace_period=90, engine_kwargs=engine,
+                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+                break
+            except sqlalchemy.exc.OperationalError:  # another process creating the same tables this instant
+                if attempt == 4:
+                    raise
+                time.sleep(1 + attempt)
+        pruner = pruner_for(cfg, steps)
+        try:
+            study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
+                                        pruner=pruner, sampler=_sampler(cfg, cfg.seed))
+        except optuna.exceptions.DuplicatedStudyError:
+            if cfg.resume != "auto":
+                raise ConfigError(f"{url} already holds a search. Continue it (or join it from another process) "
+                                  f"with resume=auto, or search into a new run.dir; mmbyol never overwrites a "
+                                  f"search.") from None
+            study = optuna.load_study(study_name=STUDY_NAME, storage=storage, pruner=pruner)
+            # another stream than the first process's, or a resumed search would redraw its trials
+            study.sampler = _sampler(cfg, cfg.seed * 1_000_003 + len(study.trials) + os.getpid())
+            return study, False
+    study.set_user_attr("config", to_container(cfg))
+    study.enqueue_trial({}, user_attrs={"reference": "configured"})
+    return study, True
+
+
+def _sampler(cfg: DictConfig, seed: int):
+    import optuna
+
+    startup = min(10, max(3, cfg.search.trials // 4))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, multivariate=True, group=True,
+                                      constant_liar=True)
+
+
+def pruner_for(cfg: DictConfig, steps: int):
+    """The pruner of ``search.pruner``; neither judges a trial before a third of its steps, as BYOL's
+    features often dip before they rise."""
+    import optuna
+
+    if cfg.search.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if cfg.search.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=steps // 3)
+    return optuna.pruners.HyperbandPruner(min_resource=max(1, steps // 3), max_resource=steps, reduction_factor=3)
+
+
+def trial_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+    """``search.trial_steps``, or a fifth of the configured run."""
+    if cfg.search.trial_steps is not None:
+        return cfg.search.trial_steps
+    return max(1, (cfg.trainer.max_steps or cfg.trainer.epochs * steps_per_epoch) // 5)
+
+
+def objective_key(cfg: DictConfig, monitor: Monitor) -> str:
+    wanted = cfg.search.objective
+    if wanted == "knn" and not monitor.labelled:
+        raise ConfigError("search.objective=knn needs labels, and the training split's validation slice has none "
+                          "(or one class). Use search.objective=rank (RankMe), or a labelled data set.")
+    if wanted == "rank" or (wanted == "auto" and not monitor.labelled):
+        return "monitor_rank"
+    return "monitor_knn"
+
+
+# ------------------------------------------------------------------------------ searching
+
+
+def search(cfg: DictConfig) -> Path:
+    """Run the search as configured; returns its directory, with best.yaml and the report."""
+    import optuna
+
+    from .train import train  # the trials' training loop
+
+    where = search_dir(cfg)
+    if (where / "study.db").exists() and cfg.resume != "auto" and cfg.search.storage is None:
+        raise ConfigError(f"{where} already holds a search. Continue it with resume=auto, or search into a new "
+                          f"run.dir; mmbyol never overwrites a search.")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    dataset = build_dataset(cfg, "train")
+    steps = trial_steps(cfg, len(dataset) // cfg.data.batch_size)
+    if steps < 2:
+        raise ConfigError(f"search.trial_steps={steps}: a trial needs at least 2 steps to be judged.")
+    monitor = Monitor(dataset, get_modality(cfg.modality), dataset.info, device,
+                      autocast_context(cfg.trainer.precision, device), cfg.trainer.monitor_items,
+                      cfg.eval.batch_size, cfg.eval.knn_k, cfg.eval.knn_temperature)
+    where.mkdir(parents=True, exist_ok=True)
+    study, created = open_study(cfg, where, steps)
+    key = objective_key(cfg, monitor)
+    names = candidates(cfg)
+    study.set_user_attr("objective", key)
+    study.set_user_attr("trial_steps", steps)
+    every = max(1, steps // cfg.search.measurements)
+    deadline = time.monotonic() + 60 * cfg.search.minutes if cfg.search.minutes else math.inf
+    log.info("search %s/%s → %s: %d trials of %d steps (%s%s), %d candidate augmentations: %s",
+             cfg.modality, cfg.data.name, where, cfg.search.trials, steps, key.removeprefix("monitor_"),
+             f", {cfg.search.minutes:g} min at most" if cfg.search.minutes else "", len(names), ", ".join(names))
+    if not created:
+        log.info("continuing the study in %s: %d trials finished", storage_url(cfg, where), _finished(study))
+
+    def objective(trial) -> float:
+        reference = trial.user_attrs.get("reference")
+        recipe = configured_recipe(cfg) if reference else suggest_recipe(trial, cfg, names)
+        trial.set_user_attr("recipe", recipe)
+        run_dir = where / "trials" / f"{trial.number:04d}"
+        shutil.rmtree(run_dir, ignore_errors=True)  # a retried trial's number is new; this is a leftover
+        trial_cfg = with_recipe(cfg, recipe)
+        trial_cfg.run.dir, trial_cfg.resume = str(run_dir), None
+        trial_cfg.trainer.max_steps, trial_cfg.trainer.monitor_every = steps, every
+        trial_cfg.trainer.progress, trial_cfg.trainer.checkpoint_every = False, steps
+        last: dict[str, float] = {}
+
+        def on_monitor(step: int, measured: dict[str, float]) -> None:
+            if "untrained" not in trial.user_attrs and monitor.start is not None:
+                trial.set_user_attr("untrained", monitor.start.get(key))
+            last.update(measured, step=step)
+            trial.report(measured[key], step)
+            if time.monotonic() > deadline:
+                trial.set_user_attr("cut", "search.minutes")
+                raise optuna.TrialPruned(f"search.minutes reached at step {step}")
+            if not reference and step < steps and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step}")
+
+        quiet = logging.getLogger("mmbyol")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # the trials' own lines; the search logs its own
+        try:
+            train(trial_cfg, dataset=dataset, monitor=monitor, on_monitor=on_monitor)
+        except TrainingDiverged as error:
+            trial.set_user_attr("diverged", str(error).split(";")[0])
+            raise
+        finally:
+            quiet.setLevel(level)
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            (run_dir / "encoder.safetensors").unlink(missing_ok=True)
+        return last[key]
+
+    bar = _progress(cfg, study)
+    stop = optuna.study.MaxTrialsCallback(cfg.search.trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                                    optuna.trial.TrialState.PRUNED))
+
+    def after_trial(study, trial) -> None:
+        bar.update(1)
+        _log_trial(study, trial, key)
+        write_report(study, cfg, where)
+        if time.monotonic() > deadline:
+            study.stop()
+
+    try:
+        if _finished(study) < cfg.search.trials:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.optimize(objective, timeout=60 * cfg.search.minutes if cfg.search.minutes else None,
+                               callbacks=[stop, after_trial], catch=(TrainingDiverged,), gc_after_trial=True)
+    except KeyboardInterrupt:
+        log.warning("interrupted; finished trials are kept. Continue with: mmbyol search run.dir=%s resume=auto",
+                    where)
+        raise
+    finally:
+        bar.close()
+        if _finished(study):
+            write_report(study, cfg, where)
+    best = best_trial(study)
+    if best is not None:
+        log.info("best: trial %d, %s %.4f (untrained encoder %s, configured pair %s) → %s",
+                 best.number, key.removeprefix("monitor_"), best.value, _fmt(reference_values(study)["untrained"]),
+                 _fmt(reference_values(study)["configured"]), where / "best.yaml")
+    return where
+
+
+def _finished(study) -> int:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def _progress(cfg: DictConfig, study):
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.search.trials, initial=min(_finished(study), cfg.search.trials), desc="mmbyol search",
+                unit="trial", disable=not cfg.trainer.progress, dynamic_ncols=True)
+
+
+def _log_trial(study, trial, key: str) -> None:
+    recipe = trial.user_attrs.get("recipe", {})
+    value = trial.value if trial.value is not None else (trial.intermediate_values or {}).get(
+        max(trial.intermediate_values or {0: None}), None)
+    log.info("trial %d %s: %s %s (τ_base %s, lr %s) | view 1: %s | view 2: %s", trial.number, trial.state.name.lower(),
+             key.removeprefix("monitor_"), _fmt(value), recipe.get("tau_base"), recipe.get("lr"),
+             describe(recipe.get("view1", [])), describe(recipe.get("view2", [])))
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+# ------------------------------------------------------------------------------ the results
+
+
+def best_trial(study):
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return max(complete, key=lambda t: t.value, default=None)
+
+
+def reference_values(study) -> dict[str, float | None]:
+    """The untrained encoder's value (every trial's step 0) and the configured pair's (trial 0)."""
+    untrained = next((t.user_attrs["untrained"] for t in study.trials if "untrained" in t.user_attrs), None)
+    configured = next((t.value for t in study.trials
+                       if t.user_attrs.get("reference") and t.value is not None), None)
+    return {"untrained": untrained, "configured": configured}
+
+
+def best_config(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
+    """``best.yaml``: what the recipe and the search's own settings (data, encoder, …) change from
+    the modality's defaults, for ``mmbyol train config=best.yaml`` at the configured budget."""
+    found = to_container(with_recipe(cfg, recipe))
+    defaults = to_container(load_config([f"modality={cfg.modality}", f"plugins={list(cfg.plugins)}"]))
+    out: dict[str, Any] = {"modality": cfg.modality}
+    if cfg.plugins:
+        out["plugins"] = list(cfg.plugins)
+    for section in ("seed", "data", "encoder", "model", "optim", "trainer"):
+        changed = _changed(found[section], defaults[section])
+        if changed is not _SAME:
+            out[section] = changed
+    out["augment"] = {"view1": recipe["view1"], "view2": recipe["view2"]}
+    return out
+
+
+_SAME = object()
+
+
+def _changed(value: Any, default: Any) -> Any:
+    """What of ``value`` differs from ``default``: the whole value, the differing keys of a
+    mapping, or ``_SAME``."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        out = {}
+        for k, v in value.items():
+            changed = _changed(v, default[k]) if k in default else v
+            if changed is not _SAME:
+                out[k] = changed
+        return out or _SAME
+    return _SAME if value == default else value
+
+
+def write_report(study, cfg: DictConfig, where: Path) -> None:
+    """``best.yaml``, ``report.json``, ``report.md`` and ``report.png`` from the study as it stands."""
+    import optuna
+
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    key = study.user_attrs.get("objective", "monitor_knn")
+    refs = reference_values(study)
+    best = best_trial(study)
+    rows = []
+    for t in trials:
+        last_step = max(t.intermediate_values) if t.intermediate_values else None
+        value = t.value if t.value is not None else (t.intermediate_values[last_step] if last_step is not None
+                                                     else None)
+        recipe = t.user_attrs.get("recipe", {})
+        rows.append({"trial": t.number, "state": t.state.name.lower(), "value": value, "steps": last_step,
+                     "reference": t.user_attrs.get("reference"), "tau_base": recipe.get("tau_base"),
+                     "lr": recipe.get("lr"), "view1": recipe.get("view1"), "view2": recipe.get("view2"),
+                     "seconds": (t.duration.total_seconds() if t.duration else None)})
+    complete = [r for r in rows if r["state"] == "complete"]
+    ranked = sorted(complete, key=lambda r: -r["value"]) + [r for r in rows if r["state"] != "complete"]
+    importances = {}
+    if len(complete) >= 3:
+        try:
+            evaluator = optuna.importance.PedAnovaImportanceEvaluator()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importances = {k: round(v, 3) for k, v in
+                               optuna.importance.get_param_importances(study, evaluator=evaluator).items()}
+        except (ValueError, RuntimeError) as error:  # too few trials sharing parameters
+            log.debug("no parameter importances yet: %s", error)
+    report = {"objective": key, "trial_steps": study.user_attrs.get("trial_steps"), "references": refs,
+              "best": best.number if best else None, "importances": importances, "trials": ranked}
+    _atomic_write(where / "report.json", json.dumps(report, indent=1) + "\n")
+    if best is not None:
+        text = ("# Found by mmbyol search: " + f"{key.removeprefix('monitor_')} {best.value:.4f} on the validation "
+                f"slice (untrained encoder {_fmt(refs['untrained'])}, configured pair {_fmt(refs['configured'])}).\n"
+                f"# Train it: mmbyol train config={where / 'best.yaml'}\n")
+        text += OmegaConf.to_yaml(OmegaConf.create(best_config(cfg, best.user_attrs["recipe"])))
+        _atomic_write(where / "best.yaml", text)
+    _atomic_write(where / "report.md", _markdown(cfg, report))
+    plot_search(report, where / "report.png")
+
+
+def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
+    what = report["objective"].removeprefix("monitor_")
+    refs = report["references"]
+    lines = [f"# mmbyol search: {cfg.modality} / {cfg.data.name}", "",
+             f"Objective: {'kNN accuracy' if what == 'knn' else 'RankMe'} on the validation slice "
+             f"({cfg.trainer.monitor_items} training items; the test split is never read) after "
+             f"{report['trial_steps']} BYOL steps. Higher is better.", "",
+             "| reference | value |", "|---|---|",
+             f"| untrained encoder (step 0) | {_fmt(refs['untrained'])} |",
+             f"| configured pair (trial 0) | {_fmt(refs['configured'])} |"]
+    if report["best"] is not None:
+        best = next(r for r in report["trials"] if r["trial"] == report["best"])
+        lines.append(f"| best (trial {best['trial']}) | {_fmt(best['value'])} |")
+    lines += ["", "## Trials, best first", "",
+              "| trial | state | value | steps | τ_base | lr | view 1 | view 2 |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["trials"]:
+        name = f"{r['trial']}" + (" (configured)" if r["reference"] else "")
+        lines.append(f"| {name} | {r['state']} | {_fmt(r['value'])} | {r['steps'] or '-'} | {r['tau_base']} | "
+                     f"{r['lr']} | {describe(r['view1'] or [])} | {describe(r['view2'] or [])} |")
+    if report["importances"]:
+        lines += ["", "## Parameter importances (PED-ANOVA)", "", "| parameter | importance |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in report["importances"].items()]
+    lines += ["", "![trials](report.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_search(report: dict[str, Any], path: Path) -> None:
+    """Each trial's value (pruned ones at their last measurement), the best so far, and the two
+    reference lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in report["trials"] if r["value"] is not None), key=lambda r: r["trial"])
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    done = [r for r in rows if r["state"] == "complete"]
+    cut = [r for r in rows if r["state"] != "complete"]
+    ax.scatter([r["trial"] for r in done], [r["value"] for r in done], color="tab:blue", label="complete", zorder=3)
+    ax.scatter([r["trial"] for r in cut], [r["value"] for r in cut], color="tab:gray", marker="x",
+               label="pruned (last measurement)", zorder=3)
+    best, xs, ys = -math.inf, [], []
+    for r in done:
+        best = max(best, r["value"])
+        xs.append(r["trial"])
+        ys.append(best)
+    ax.step(xs, ys, where="post", color="tab:blue", alpha=0.5, label="best so far")
+    refs = report["references"]
+    for name, color in (("untrained", "tab:red"), ("configured", "tab:green")):
+        if refs[name] is not None:
+            ax.axhline(refs[name], color=color, linestyle="--",
+                       label="untrained encoder" if name == "untrained" else "configured pair (trial 0)")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(report["objective"].removeprefix("monitor_"))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several processes may write the report
+    tmp.write_text(text)
+    os.replace(tmp, path)
+

@@ -1,0 +1,169 @@
+"""mmbyol search: the space from the registry, trials through the CLI, resume and several processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import optuna
+import pytest
+import yaml
+
+from mmbyol.config import load_config
+from mmbyol.search import best_config, candidates, configured_recipe, suggest_recipe, with_recipe
+
+from .conftest import TINY, run_cli
+
+SEARCH = [*(o for o in TINY if not o.startswith("trainer.max_steps")), "trainer.monitor_items=128",
+          "search.trial_steps=4", "search.measurements=2"]
+
+PLUGIN = '''
+from mmbyol.augment import Augmentation, Float, Int
+from mmbyol.registry import register_augmentation
+
+
+@register_augmentation("image", "searchable_erase")
+class SearchableErase(Augmentation):
+    """Zero a square of side ``size`` at a random place (a plugin's augmentation)."""
+
+    search_space = {"size": Int(2, 12), "p": Float(0.1, 0.9)}
+
+    def __init__(self, size: int = 8, p: float = 0.5):
+        super().__init__(p)
+        self.size = size
+
+    def apply(self, x, generator):
+        import torch
+
+        n, _, height, width = x.shape
+        top = int(torch.randint(height - self.size + 1, (1,), generator=generator, device=x.device))
+        left = int(torch.randint(width - self.size + 1, (1,), generator=generator, device=x.device))
+        out = x.clone()
+        out[..., top : top + self.size, left : left + self.size] = 0
+        return out
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    folder = tmp_path / "plugin"
+    folder.mkdir()
+    (folder / "searchable_erase.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
+    return "searchable_erase"
+
+
+def test_a_plugins_declared_ranges_enter_the_search_space(plugin):
+    cfg = load_config([f"plugins=[{plugin}]"])
+    names = candidates(cfg)
+    # the configured views' augmentations first, in their order, then the others
+    assert names[:6] == ["random_resized_crop", "horizontal_flip", "color_jitter", "grayscale", "gaussian_blur",
+                         "solarize"]
+    assert "searchable_erase" in names
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        recipe = suggest_recipe(trial, cfg, names)
+        for view in ("view1", "view2"):
+            for spec in recipe[view]:
+                if spec["name"] == "searchable_erase":
+                    assert 2 <= spec["size"] <= 12 and 0.1 <= spec["p"] <= 0.9
+                    seen.add(view)
+        assert 0.4 <= recipe["tau_base"] <= 0.99 and 0.3 * cfg.optim.lr <= recipe["lr"] <= 3 * cfg.optim.lr
+        assert set(trial.params) >= {"view1.searchable_erase", "view2.searchable_erase", "tau_base", "lr_scale"}
+        study.tell(trial, 0.0)
+    assert seen == {"view1", "view2"}  # each view draws its own list
+    only = load_config([f"plugins=[{plugin}]", "search.augmentations=[searchable_erase, horizontal_flip]"])
+    assert candidates(only) == ["horizontal_flip", "searchable_erase"]
+
+
+def test_best_yaml_trains_the_recipe_it_was_found_with(tmp_path):
+    cfg = load_config(["modality=audio", "data.label=voice", "data.snr_db=null", "trainer.epochs=3"])
+    recipe = {**configured_recipe(cfg), "view2": [{"name": "gain", "gain": 0.3, "p": 0.5}], "tau_base": 0.8,
+              "lr": 0.002}
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(best_config(cfg, recipe)))
+    loaded = load_config([f"config={path}"])
+    assert loaded == with_recipe(cfg, recipe)
+    written = yaml.safe_load(path.read_text())
+    assert written["data"] == {"label": "voice", "snr_db": None} and "search" not in written
+
+
+@pytest.mark.slow
+def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
+    where = tmp_path / "search"
+    args = [*SEARCH, f"run.dir={where}", f"plugins=[{plugin}]"]
+    result = run_cli("search", *args, "search.trials=3")
+    assert result.stdout.strip() == str(where)
+    report = json.loads((where / "report.json").read_text())
+    assert len(report["trials"]) == 3 and report["objective"] == "monitor_knn"
+    assert report["trials"][-1]["state"] in ("complete", "pruned")
+    configured = [t for t in report["trials"] if t["reference"] == "configured"]
+    assert len(configured) == 1 and configured[0]["trial"] == 0  # trial 0: the configured pair
+    assert 0 <= report["references"]["untrained"] <= 1 and report["references"]["configured"] is not None
+    assert (where / "report.png").exists() and "| trial | state |" in (where / "report.md").read_text()
+    best = yaml.safe_load((where / "best.yaml").read_text())
+    assert best["modality"] == "image" and best["augment"]["view1"] is not None
+    run = tmp_path / "best-run"
+    run_cli("train", f"config={where / 'best.yaml'}", "trainer.max_steps=2", f"run.dir={run}")
+    assert yaml.safe_load((run / "config.yaml").read_text())["augment"] == best["augment"]
+
+    refused = run_cli("search", *args, "search.trials=4", check=False)
+    assert refused.returncode == 2 and "resume=auto" in refused.stderr
+    run_cli("search", *args, "search.trials=4", "resume=auto")  # one more trial, the first three kept
+    again = json.loads((where / "report.json").read_text())
+    assert sorted(t["trial"] for t in again["trials"]) == [0, 1, 2, 3]
+    kept = {t["trial"]: t["value"] for t in report["trials"]}
+    assert all(kept[t["trial"]] == t["value"] for t in again["trials"] if t["trial"] in kept)
+
+
+def _study(where):
+    return optuna.load_study(study_name="mmbyol", storage=f"sqlite:///{where / 'study.db'}")
+
+
+def _search_process(where, *extra):
+    return subprocess.Popen([sys.executable, "-m", "mmbyol", "search", *SEARCH, f"run.dir={where}", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_search_resumes_after_sigkill_without_repeating_finished_trials(tmp_path, fashion_mnist):
+    where = tmp_path / "search"
+    process = _search_process(where, "search.trials=3", "search.trial_steps=40", "search.measurements=4")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # kill it while trial 1 runs, trial 0 finished
+        time.sleep(0.5)
+        if (where / "study.db").exists():
+            states = [t.state for t in _study(where).get_trials(deepcopy=False)]
+            if len(states) >= 2 and states[0].is_finished():
+                break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = {t.number: (t.state, t.value) for t in _study(where).get_trials() if t.state.is_finished()}
+    assert 0 in before
+    run_cli("search", *SEARCH, f"run.dir={where}", "search.trials=3", "search.trial_steps=40",
+            "search.measurements=4", "resume=auto")
+    trials = _study(where).get_trials()
+    finished = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) == 3
+    for number, (state, value) in before.items():  # finished trials are kept, not run again
+        assert (trials[number].state, trials[number].value) == (state, value)
+    assert sum(t.user_attrs.get("reference") == "configured" for t in trials) == 1
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_study(tmp_path, fashion_mnist):
+    where = tmp_path / "search"
+    processes = [_search_process(where, "search.trials=5", "resume=auto") for _ in range(2)]
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-2000:]
+    trials = _study(where).get_trials()
+    finished = [t for t in trials if t.state.is_finished()]
+    assert 5 <= len(finished) <= 6  # each stops once five are finished; one may be running then
+    assert sum(t.user_attrs.get("reference") == "configured" for t in trials) == 1
