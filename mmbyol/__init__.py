@@ -1,7 +1,7 @@
 """mmbyol: BYOL self-supervised learning for images, audio and text, with pluggable modalities
 and augmentations."""
 
-from .augment import Augmentation, Compose, ViewPair, build_views
+from .augment import Augmentation, Choice, Compose, Float, Int, Interval, ViewPair, build_views
 from .byol import BYOL, SimCLR, Supervised
 from .config import DataConfig, load_config
 from .errors import CheckpointError, ConfigError, DataError, MMBYOLError, TrainingDiverged
@@ -26,5 +26,6 @@ __all__ = [
     "evaluate", "load_encoder", "byol_loss", "info_nce_loss", "LARS", "lr_schedule", "tau_schedule",
     "Modality", "DataSet", "TwoViews", "DataConfig", "register_augmentation", "register_dataset",
     "register_encoder", "register_modality",
+    "Float", "Int", "Choice", "Interval",
     "list_names", "MMBYOLError", "ConfigError", "DataError", "CheckpointError", "TrainingDiverged",
 ]

@@ -112,7 +112,7 @@ class TrainingLog:
         self.started = time.perf_counter()
 
     def __enter__(self):
-        self._redirect = logging_redirect_tqdm(loggers=[log])
+        self._redirect = logging_redirect_tqdm()  # the root logger's console handler, which mmbyol's lines reach
         self._redirect.__enter__()
         return self
 

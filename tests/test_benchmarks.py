@@ -131,3 +131,16 @@ def test_audio_errors_splits_the_eval_figure_by_clip_factor(tmp_path, capsys):
     assert "| -5..-2 |" in out and "| +7..+10 |" in out
     confusion = [line for line in out.splitlines() if line.startswith("| zero |")][-1]
     assert sum(int(cell) for cell in confusion.strip("| ").split(" | ")[1:]) == 3 * 6  # 6 "zero" clips × 3 draws
+
+
+@pytest.mark.slow
+def test_monitor_cost_times_runs_with_and_without_the_monitor(tmp_path, fashion_mnist):
+    import monitor_cost
+
+    result = monitor_cost.main(["--modality", "image", "--steps", "4", "--rounds", "1", "--out", str(tmp_path),
+                                "data.limit=256", "data.batch_size=64", "model.hidden_dim=64",
+                                "model.projection_dim=32", "trainer.monitor_items=64", "device=cpu"])
+    assert result["monitor_every"] == 4  # a tenth of the default run: 10 epochs of 4 steps
+    row = result["rounds"][0]
+    assert row["off"] > 0 and 0 < row["monitor"] < row["on"]
+    assert json.loads((tmp_path / "monitor_cost.json").read_text()) == json.loads(json.dumps(result))

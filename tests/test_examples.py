@@ -60,3 +60,16 @@ def test_a_fourth_modality_from_a_plugin_package_trains_evaluates_and_shows_its_
     assert metrics["n_test"] == 90 and metrics["linear_acc"] > 0.8  # three clusters, well apart
     shown = run_cli("views", *data, "n=2", f"out={tmp_path / 'views.txt'}", env=env).stdout
     assert shown.count("original:") == 2 and shown.count("view 2:") == 2
+
+    # the search knows nothing of this modality: its space is what the plugin's augmentations declare
+    where = tmp_path / "search"
+    run_cli("search", *data, "search.trials=2", "search.trial_steps=8", "search.measurements=2",
+            "trainer.progress=false", "device=cpu", f"run.dir={where}", env=env)
+    import optuna
+
+    study = optuna.load_study(study_name="mmbyol", storage=f"sqlite:///{where / 'study.db'}")
+    searched = study.trials[1].params
+    assert {"view1.feature_mask", "view2.gaussian_noise"} <= set(searched)
+    assert any(name.startswith("view") and name.endswith((".rate", ".std")) for name in searched) or not any(
+        searched[f"{view}.{name}"] for view in ("view1", "view2") for name in ("feature_mask", "gaussian_noise"))
+    assert (where / "best.yaml").exists()

@@ -7,13 +7,15 @@ Installed, it is usable by name without touching mmbyol::
 
 import torch
 
-from mmbyol import Augmentation, register_augmentation
+from mmbyol import Augmentation, Float, register_augmentation
 
 
 @register_augmentation("image", "cutout")
 class Cutout(Augmentation):
     """Fill one square of side ``size`` (a fraction of the image side), at a random place per
     sample, with ``value``."""
+
+    search_space = {"size": Float(0.1, 0.6), "p": Float(0.0, 1.0)}  # what `mmbyol search` may vary
 
     def __init__(self, size: float = 0.25, value: float = 0.0, p: float = 0.5):
         super().__init__(p)

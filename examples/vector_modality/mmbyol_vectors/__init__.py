@@ -21,6 +21,7 @@ from mmbyol import (
     Augmentation,
     DataConfig,
     DataError,
+    Float,
     Modality,
     register_augmentation,
     register_dataset,
@@ -113,6 +114,8 @@ def mlp(info: dict[str, Any], hidden: int = 256, out: int = 64) -> nn.Module:
 class FeatureMask(Augmentation):
     """Each feature set to 0 (the training mean, after ``prepare``) with probability ``rate``."""
 
+    search_space = {"rate": Float(0.05, 0.6), "p": Float(0.0, 1.0)}  # what `mmbyol search` may vary
+
     def __init__(self, rate: float = 0.3, p: float = 1.0):
         super().__init__(p)
         self.rate = rate
@@ -124,6 +127,8 @@ class FeatureMask(Augmentation):
 @register_augmentation("vectors", "gaussian_noise")
 class GaussianNoise(Augmentation):
     """Gaussian noise of standard deviation ``std`` (in units of each feature's std) added."""
+
+    search_space = {"std": Float(0.01, 1.0, log=True), "p": Float(0.0, 1.0)}
 
     def __init__(self, std: float = 0.1, p: float = 1.0):
         super().__init__(p)
