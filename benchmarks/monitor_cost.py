@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import platform
-import re
 import statistics
 import tempfile
 import time
@@ -33,17 +32,10 @@ from mmbyol.train import train
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class MonitorShare(logging.Handler):
-    """Catches the loop's closing line, ``monitor: X s of the run's Y s``."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = None
-
-    def emit(self, record):
-        found = re.match(r"monitor: ([\d.]+) s of the run's", record.getMessage())
-        if found:
-            self.seconds = float(found.group(1))
+def monitor_seconds(run_dir: Path) -> float:
+    """The monitor's own time in a run: the sum of its measurements' ``monitor_seconds``."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return sum(r.get("monitor_seconds", 0.0) for r in records)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -60,9 +52,6 @@ def main(argv: list[str] | None = None) -> dict:
     default_steps = base.trainer.max_steps or base.trainer.epochs * (
         len(build_dataset(base, "train")) // base.data.batch_size)
     every = max(1, round(default_steps / MEASUREMENTS_PER_RUN))
-    share = MonitorShare()
-    logging.getLogger("mmbyol").addHandler(share)
-    logging.getLogger("mmbyol").setLevel(logging.INFO)
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for round_ in range(args.rounds):
@@ -72,12 +61,11 @@ def main(argv: list[str] | None = None) -> dict:
                 cfg = load_config([f"modality={args.modality}", *args.overrides, f"trainer.max_steps={args.steps}",
                                    f"trainer.monitor_every={every if which == 'on' else 0}",
                                    "trainer.progress=false", f"run.dir={scratch}/{round_}-{which}"])
-                share.seconds = None
                 started = time.perf_counter()
-                train(cfg)
+                run_dir = train(cfg)
                 times[which] = time.perf_counter() - started
                 if which == "on":
-                    times["monitor"] = share.seconds
+                    times["monitor"] = monitor_seconds(run_dir)
             rows.append(times)
             print(f"round {round_}: off {times['off']:.1f} s, on {times['on']:.1f} s "
                   f"({100 * (times['on'] / times['off'] - 1):+.1f}%), the monitor itself {times['monitor']:.1f} s "

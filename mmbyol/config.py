@@ -278,10 +278,13 @@ def validate(cfg: DictConfig) -> None:
     for key in ("trainer.monitor_every", "trainer.monitor_items"):
         if (OmegaConf.select(cfg, key) or 0) < 0:
             raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")
-    unknown = sorted(set(cfg.trainer.loggers) - set(LOGGERS))
+    unknown = [name for name in cfg.trainer.loggers if not isinstance(name, str) or name not in LOGGERS]
     if unknown:
-        raise ConfigError(f"trainer.loggers={list(cfg.trainer.loggers)}: unknown logger {unknown[0]!r}. "
-                          f"Choose from: {', '.join(LOGGERS)}.")
+        raise ConfigError(f"trainer.loggers: unknown logger {unknown[0]!r}. Choose from: {', '.join(LOGGERS)}, "
+                          f"e.g. trainer.loggers=[jsonl, tensorboard].")
+    if cfg.search.augmentations is not None and not all(isinstance(n, str) for n in cfg.search.augmentations):
+        raise ConfigError("search.augmentations is a list of augmentation names, e.g. "
+                          "search.augmentations=[mixup, time_mask], or null for all of the modality's.")
     missing = [k for k in ("data.name", "encoder.name") if OmegaConf.is_missing(cfg, k)]
     if missing:
         raise ConfigError(f"{', '.join(missing)} must be set (e.g. data.name=... on the command line).")

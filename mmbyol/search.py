@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import time
 import warnings
 from datetime import datetime
@@ -263,6 +264,7 @@ def search(cfg: DictConfig) -> Path:
         reference = trial.user_attrs.get("reference")
         recipe = configured_recipe(cfg) if reference else suggest_recipe(trial, cfg, names)
         trial.set_user_attr("recipe", recipe)
+        trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
         run_dir = where / "trials" / f"{trial.number:04d}"
         shutil.rmtree(run_dir, ignore_errors=True)  # a retried trial's number is new; this is a leftover
         trial_cfg = with_recipe(cfg, recipe)
@@ -382,6 +384,7 @@ def best_config(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"modality": cfg.modality}
     if cfg.plugins:
         out["plugins"] = list(cfg.plugins)
+    found["trainer"]["progress"] = defaults["trainer"]["progress"]  # how a run shows itself is not the recipe
     for section in ("seed", "data", "encoder", "model", "optim", "trainer"):
         changed = _changed(found[section], defaults[section])
         if changed is not _SAME:
