@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "monitor_cost.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"median: wall +{100 * result['median_overhead_wall']:.1f}%, the monitor's own share "
+    print(f"median: wall {100 * result['median_overhead_wall']:+.1f}%, the monitor's own share "
           f"{100 * result['median_monitor_share']:.1f}% (a measurement every {every} steps, "
           f"{base.trainer.monitor_items} items)")
     return result
