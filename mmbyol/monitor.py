@@ -144,8 +144,15 @@ class Monitor:
 
 def build_monitor(cfg: DictConfig, dataset: DataSet, modality: Modality, info: dict[str, Any],
                   device: torch.device, autocast) -> Monitor | None:
-    """The run's monitor, or ``None`` when ``trainer.monitor_every=0``."""
+    """The run's monitor as the config sets it, or ``None`` when it is off (``trainer.monitor_every=0``
+    or ``trainer.monitor_items=0``)."""
     if cfg.trainer.monitor_every == 0 or cfg.trainer.monitor_items < 1:
         return None
+    return monitor_from_config(cfg, dataset, modality, info, device, autocast)
+
+
+def monitor_from_config(cfg: DictConfig, dataset: DataSet, modality: Modality, info: dict[str, Any],
+                        device: torch.device, autocast) -> Monitor:
+    """A monitor of ``trainer.monitor_items`` items with eval's kNN settings, whatever ``monitor_every`` says."""
     return Monitor(dataset, modality, info, device, autocast, cfg.trainer.monitor_items, cfg.eval.batch_size,
                    cfg.eval.knn_k, cfg.eval.knn_temperature)

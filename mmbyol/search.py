@@ -37,7 +37,7 @@ from .config import load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
 from .modalities.base import get_modality
-from .monitor import Monitor
+from .monitor import Monitor, monitor_from_config
 from .registry import AUGMENTATIONS
 from .runtime import autocast_context, resolve_device
 
@@ -243,9 +243,8 @@ def search(cfg: DictConfig) -> Path:
     steps = trial_steps(cfg, len(dataset) // cfg.data.batch_size)
     if steps < 2:
         raise ConfigError(f"search.trial_steps={steps}: a trial needs at least 2 steps to be judged.")
-    monitor = Monitor(dataset, get_modality(cfg.modality), dataset.info, device,
-                      autocast_context(cfg.trainer.precision, device), cfg.trainer.monitor_items,
-                      cfg.eval.batch_size, cfg.eval.knn_k, cfg.eval.knn_temperature)
+    monitor = monitor_from_config(cfg, dataset, get_modality(cfg.modality), dataset.info, device,
+                                  autocast_context(cfg.trainer.precision, device))
     where.mkdir(parents=True, exist_ok=True)
     study, created = open_study(cfg, where, steps)
     key = objective_key(cfg, monitor)
@@ -323,11 +322,11 @@ def search(cfg: DictConfig) -> Path:
         bar.close()
         if _finished(study):
             write_report(study, cfg, where)
-    best = best_trial(study)
+    best, refs = best_trial(study), reference_values(study)
     if best is not None:
         log.info("best: trial %d, %s %.4f (untrained encoder %s, configured pair %s) → %s",
-                 best.number, key.removeprefix("monitor_"), best.value, _fmt(reference_values(study)["untrained"]),
-                 _fmt(reference_values(study)["configured"]), where / "best.yaml")
+                 best.number, key.removeprefix("monitor_"), best.value, _fmt(refs["untrained"]),
+                 _fmt(refs["configured"]), where / "best.yaml")
     return where
 
 
@@ -345,10 +344,17 @@ def _progress(cfg: DictConfig, study):
                 unit="trial", disable=not cfg.trainer.progress, dynamic_ncols=True)
 
 
+def _last_value(trial) -> tuple[float | None, int | None]:
+    """A finished trial's value, or a pruned one's last intermediate value; and its last step."""
+    last_step = max(trial.intermediate_values) if trial.intermediate_values else None
+    if trial.value is not None:
+        return trial.value, last_step
+    return (trial.intermediate_values[last_step] if last_step is not None else None), last_step
+
+
 def _log_trial(study, trial, key: str) -> None:
     recipe = trial.user_attrs.get("recipe", {})
-    value = trial.value if trial.value is not None else (trial.intermediate_values or {}).get(
-        max(trial.intermediate_values or {0: None}), None)
+    value, _ = _last_value(trial)
     log.info("trial %d %s: %s %s (τ_base %s, lr %s) | view 1: %s | view 2: %s", trial.number, trial.state.name.lower(),
              key.removeprefix("monitor_"), _fmt(value), recipe.get("tau_base"), recipe.get("lr"),
              describe(recipe.get("view1", [])), describe(recipe.get("view2", [])))
@@ -419,9 +425,7 @@ def write_report(study, cfg: DictConfig, where: Path) -> None:
     best = best_trial(study)
     rows = []
     for t in trials:
-        last_step = max(t.intermediate_values) if t.intermediate_values else None
-        value = t.value if t.value is not None else (t.intermediate_values[last_step] if last_step is not None
-                                                     else None)
+        value, last_step = _last_value(t)
         recipe = t.user_attrs.get("recipe", {})
         rows.append({"trial": t.number, "state": t.state.name.lower(), "value": value, "steps": last_step,
                      "reference": t.user_attrs.get("reference"), "tau_base": recipe.get("tau_base"),
