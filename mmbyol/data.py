@@ -62,6 +62,11 @@ class Subset(torch.utils.data.Subset):
     def info(self) -> dict[str, Any]:
         return getattr(self.dataset, "info", {})
 
+    @property
+    def groups(self) -> list[Any] | None:
+        groups = getattr(self.dataset, "groups", None)
+        return None if groups is None else [groups[i] for i in self.indices]
+
 
 def collate_items(items: list[Any], collate: Callable[[list[Any]], Any]):
     """``(batch input, labels, number of unreadable items skipped)`` from data set items; the

@@ -7,9 +7,12 @@ The same numbers for the encoder at step 0 are the reference: augmentations that
 the labels depend on make the features worse than the untrained encoder's, and the monitor
 says so while the run trains (docs/monitor.md).
 
-The kNN's memory and queries are split class by class, in data set order: each class's first
-half is the memory and its second half the queries. Data stored by recording, speaker or
-accent so keeps those apart, as a test split should, instead of matching near-duplicates.
+The kNN's memory and queries are split class by class. A data set that names each item's
+group (``groups``: the speaker, recording or word a test split holds out) has each class's first
+half of groups in the memory and the rest in the queries, so the slice asks what the test asks:
+are unseen groups told apart? Otherwise each class's first half of items, in data set order, is the
+memory: data stored by recording or speaker so keeps those apart instead of matching
+near-duplicates.
 """
 
 from __future__ import annotations
@@ -45,15 +48,23 @@ def monitor_every(cfg: DictConfig, total_steps: int) -> int:
     return max(log_every, round(total_steps / MEASUREMENTS_PER_RUN / log_every) * log_every)
 
 
-def split_memory(labels: torch.Tensor) -> torch.Tensor:
-    """True for the kNN's memory: each class's first half, in the order given (at least one item);
-    the rest are its queries. Unlabelled items (-1) are neither."""
+def split_memory(labels: torch.Tensor, groups: list[Any] | None = None) -> torch.Tensor:
+    """True for the kNN's memory, class by class: with ``groups`` (one per item) and two or more
+    groups in a class, the items of the class's first half of groups (in order of appearance, the
+    larger half); otherwise the class's first half of items, in the order given (at least one). The
+    rest are its queries. Unlabelled items (-1) are neither."""
     memory = torch.zeros(len(labels), dtype=torch.bool)
     for label in labels.unique():
         if label < 0:
             continue
-        members = (labels == label).nonzero().squeeze(1)
-        memory[members[: max(1, (len(members) + 1) // 2)]] = True
+        members = (labels == label).nonzero().squeeze(1).tolist()
+        seen = list(dict.fromkeys(groups[i] for i in members)) if groups is not None else []
+        if len(seen) >= 2:
+            kept = set(seen[: (len(seen) + 1) // 2])
+            members = [i for i in members if groups[i] in kept]
+        else:
+            members = members[: max(1, (len(members) + 1) // 2)]
+        memory[members] = True
     return memory
 
 
@@ -65,9 +76,11 @@ class Monitor:
                  autocast, items: int, batch_size: int, knn_k: int, knn_temperature: float):
         self.modality, self.info, self.device, self.autocast = modality, info, device, autocast
         self.batch_size, self.knn_k, self.knn_temperature = batch_size, knn_k, knn_temperature
-        self.items = self._read(evenly_spaced(dataset, items))
+        read = self._read(evenly_spaced(dataset, items))
+        self.items = [(item, label) for item, label, _ in read]
+        groups = [group for _, _, group in read] if getattr(dataset, "groups", None) is not None else None
         labels = torch.tensor([label for _, label in self.items], dtype=torch.long)
-        self.memory = split_memory(labels)
+        self.memory = split_memory(labels, groups)
         self.queries = (labels >= 0) & ~self.memory
         self.labels = labels
         self.num_classes = int(labels.max()) + 1 if len(labels) else 0
@@ -79,17 +92,20 @@ class Monitor:
         self.seconds = 0.0  # time spent measuring, in all
 
     @staticmethod
-    def _read(dataset) -> list[tuple[Any, int]]:
-        """Every readable item of ``dataset`` once, as evaluation reads it."""
+    def _read(dataset) -> list[tuple[Any, int, Any]]:
+        """Every readable item of ``dataset`` once, as evaluation reads it, with its group (``None``
+        when the data set names none)."""
         epoch = getattr(getattr(dataset, "dataset", dataset), "epoch", None)  # a Subset's parent's
+        groups = getattr(dataset, "groups", None) or [None] * len(dataset)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(None)  # no random crop or per-view noise; the loop sets the epoch again
         try:
-            items = [item for item in (dataset[i] for i in range(len(dataset))) if item is not None]
+            items = [(dataset[i], groups[i]) for i in range(len(dataset))]
         finally:
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
-        return [(item.view1 if isinstance(item, TwoViews) else item, label) for item, label in items]
+        return [(item.view1 if isinstance(item, TwoViews) else item, label, group)
+                for (item, label), group in ((item, group) for item, group in items if item is not None)]
 
     @torch.no_grad()
     def measure(self, encoder: nn.Module) -> dict[str, float]:

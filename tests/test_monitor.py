@@ -31,6 +31,18 @@ def test_memory_is_each_class_first_half_in_data_set_order():
     # class 2 has one item: it is memory, so no query of class 2 goes without a neighbour
 
 
+def test_with_groups_the_memory_is_each_class_first_half_of_groups():
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2])
+    groups = ["a", "b", "a", "c", "b", "c", "a", "b", "b", "a", "a"]
+    memory = split_memory(labels, groups)
+    # class 0 meets a, b, c: a and b are memory; class 1 meets c, a, b: c and a; class 2 has one group
+    assert memory.tolist() == [True, True, True, False, True, True, True, False, False, True, False]
+    # no group is on both sides within a class: the queries ask about groups the memory never holds
+    for label in range(2):
+        sides = {(g, m) for g, m, y in zip(groups, memory.tolist(), labels.tolist()) if y == label}
+        assert len({g for g, _ in sides}) == len(sides)
+
+
 def test_interval_defaults_to_about_ten_measurements_on_logged_steps():
     cfg = load_config(["trainer.log_every=10"])
     assert monitor_every(cfg, 2398) == 240

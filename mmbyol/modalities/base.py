@@ -59,6 +59,9 @@ class DataSet(Protocol):
     - ``classes``: the label names (empty for unlabelled data);
     - ``info``: a JSON-able dict the encoder builder and ``prepare`` receive (image channels,
       normalization statistics, a tokenizer …); the training split's is saved with the run;
+    - optionally ``groups``: one hashable per item naming what a test split keeps apart (the
+      speaker, recording or word an item comes from); the monitor then keeps a group's items out of
+      either its kNN memory or its queries, so it measures what an unseen group's test measures;
     - optionally ``set_epoch(epoch)``, for a data set with random per-item choices (a crop's
       place, a noise): the loop calls it before each epoch, and from then on the draws depend on
       (seed, epoch, index) only, so a resumed run reads the same items. Before it is called

@@ -1,3 +1,4 @@
+import contextlib
 import io
 import json
 import math
@@ -20,6 +21,7 @@ from mmbyol.modalities.audio.frontend import log_mel, prepare_audio
 from mmbyol.modalities.audio.noise import clip_noise
 from mmbyol.modalities.audio.spoken_digits import ACCENTS, DIGITS, SPOKEN_DIGITS_VERSION, VOICE_VARIANTS
 from mmbyol.modalities.base import TwoViews, build_encoder, get_modality
+from mmbyol.monitor import Monitor
 from mmbyol.registry import AUGMENTATIONS
 
 from ..conftest import run_cli, train_interrupted
@@ -313,6 +315,20 @@ def test_corrupt_and_empty_files_are_skipped_and_counted(tmp_path, tone_folder):
     assert record["skipped"] == 3
 
 
+def test_audio_folder_groups_files_by_the_folder_below_their_class(tmp_path):
+    for path in ("train/yes/anna/1.wav", "train/yes/anna/2.wav", "train/yes/ben/1.wav", "train/no/3.wav",
+                 "test/yes/1.wav"):
+        write_tone(tmp_path / path, 300, 0.2)
+    cfg = load_config(["modality=audio", "data.name=audio-folder", f"data.root={tmp_path}"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert train.groups == ["no/3.wav", "anna", "anna", "ben"]  # classes sorted: no, yes; a loose file is its own
+    assert test.groups is None  # no folders below the classes: nothing to hold apart
+    monitor = Monitor(train, get_modality("audio"), train.info, torch.device("cpu"), contextlib.nullcontext,
+                      4, 4, 200, 0.1)
+    # "yes" holds anna's clips in memory and asks about ben's, whom the memory never heard
+    assert monitor.memory.tolist() == [True, True, True, False] and monitor.queries.tolist() == [False] * 3 + [True]
+
+
 def test_audio_folder_without_root_or_test_split_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="data.root"):
         build_dataset(load_config(["modality=audio", "data.name=audio-folder"]), "train")
@@ -341,15 +357,18 @@ def test_spoken_digits_splits_by_accent(tmp_path):
     assert not train_accents & test_accents
     assert test_accents == set(cfg.data.test_accents) and len(train_accents) == 6
     assert len(train) == 6 * 10 * 2 and train.classes == DIGITS
+    assert train.groups == [accent(p) for p in train.files]
     with pytest.raises(DataError, match="test_accents"):
         build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.test_accents=[en-mars]"]), "train")
 
 
 def test_spoken_digits_by_voice_splits_by_word(tmp_path):
-    for accent in ACCENTS[:2]:
+    for accent in ACCENTS[:3]:
         for word in DIGITS:
-            for voice in VOICE_VARIANTS:
-                write_tone(tmp_path / accent / word / f"{voice}-s120-p50.wav", 300, 0.3, rate=16000, channels=1)
+            for i, voice in enumerate(VOICE_VARIANTS):  # the third accent's voices are one voice
+                write_tone(tmp_path / accent / word / f"{voice}-s120-p50.wav", 300 + 50 * i * (accent != ACCENTS[2]),
+                           0.3, rate=16000, channels=1)
+    assert spoken_digits.unvoiced_accents(tmp_path) == [ACCENTS[2]]
     (tmp_path / "manifest.json").write_text(json.dumps({"version": SPOKEN_DIGITS_VERSION, "sample_rate": 16000}))
     cfg = load_config(["modality=audio", f"data.root={tmp_path}", "data.label=voice", "data.snr_db=null"])
     train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
@@ -359,6 +378,7 @@ def test_spoken_digits_by_voice_splits_by_word(tmp_path):
     assert train.classes == VOICE_VARIANTS and len(train) == 2 * 7 * 5 and len(test) == 2 * 3 * 5
     for data in (train, test):  # the label is the voice the file was spoken in
         assert [VOICE_VARIANTS[label] for label in data.labels] == [p.name.split("-")[0] for p in data.files]
+        assert data.groups == [word(p) for p in data.files]  # the monitor holds words out, as the test does
     with pytest.raises(DataError, match="test_words"):
         build_dataset(load_config(["modality=audio", f"data.root={tmp_path}", "data.label=voice",
                                    f"data.test_words=[{','.join(DIGITS)}]"]), "train")

@@ -103,8 +103,9 @@ class AudioClips(Dataset):
 
     def __init__(self, files: list[Path], labels: list[int], classes: list[str], cfg: AudioDataConfig,
                  training: bool, root: Path, snr_db: list[float] | None = None, noise_colour: float = 1.0,
-                 noise_per_view: bool = False, view_snr_db: list[float] | None = None):
-        self.files, self.labels, self.classes = files, labels, classes
+                 noise_per_view: bool = False, view_snr_db: list[float] | None = None,
+                 groups: list[str] | None = None):
+        self.files, self.labels, self.classes, self.groups = files, labels, classes, groups
         self.sample_rate, self.training, self.root = cfg.sample_rate, training, root
         self.length = round(cfg.clip_seconds * cfg.sample_rate)
         self.snr_db = tuple(snr_db) if snr_db is not None else None
@@ -202,14 +203,16 @@ def compute_statistics(dataset: AudioClips, items: int) -> dict[str, float]:
 @register_dataset("audio", "audio-folder")
 def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
     """``ROOT/SPLIT/CLASS/*`` (labels from folder names) or, for training, a flat folder of
-    unlabelled audio files (WAV, FLAC, OGG, AIFF), any rate and channel count."""
+    unlabelled audio files (WAV, FLAC, OGG, AIFF), any rate and channel count. Files one folder
+    deeper, ``CLASS/GROUP/*`` (a speaker, a recording session), are grouped by that folder, which
+    the monitor keeps apart."""
     if cfg.root is None:
         raise DataError("audio-folder needs data.root=DIR: a folder with train/CLASS/*.wav and test/CLASS/*.wav "
                         "(or, to train only, a folder of audio files).")
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"data.root={root} is not a folder.")
-    split_dir = root / split
+    split_dir, groups = root / split, None
     if split_dir.is_dir():
         classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
         files, labels = [], []
@@ -218,10 +221,13 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
             files += found
             labels += [label] * len(found)
         base = split_dir
+        parts = [f.relative_to(split_dir).parts for f in files]
+        if any(len(p) > 2 for p in parts):  # CLASS/GROUP/file: a file directly in CLASS is its own group
+            groups = [p[1] if len(p) > 2 else str(Path(*p)) for p in parts]
     elif split == "train":
         classes, base = [], root
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         labels = [-1] * len(files)
     else:
         raise DataError(f"{root} has no {split}/ folder: evaluation needs labelled audio in {split_dir}/CLASS/.")
-    return AudioClips(files, labels, classes, cfg, split == "train", base)
+    return AudioClips(files, labels, classes, cfg, split == "train", base, groups=groups)
