@@ -491,7 +491,7 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = sorted((r for r in report["trials"] if r["value"] is not None), key=lambda r: r["trial"])
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=120)
     done = [r for r in rows if r["state"] == "complete"]
     cut = [r for r in rows if r["state"] != "complete"]
     ax.scatter([r["trial"] for r in done], [r["value"] for r in done], color="tab:blue", label="complete", zorder=3)
@@ -502,6 +502,9 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
         best = max(best, r["value"])
         xs.append(r["trial"])
         ys.append(best)
+    if xs and rows[-1]["trial"] > xs[-1]:  # the best so far holds to the last trial, pruned or not
+        xs.append(rows[-1]["trial"])
+        ys.append(best)
     ax.step(xs, ys, where="post", color="tab:blue", alpha=0.5, label="best so far")
     refs = report["references"]
     for name, color in (("untrained", "tab:red"), ("configured", "tab:green")):
@@ -510,7 +513,7 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
                        label="untrained encoder" if name == "untrained" else "configured pair (trial 0)")
     ax.set_xlabel("trial")
     ax.set_ylabel(report["objective"].removeprefix("monitor_"))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)  # below: never over a point
     ax.grid(alpha=0.3)
     fig.tight_layout()
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
