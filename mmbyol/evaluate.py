@@ -80,31 +80,8 @@ def extract_features(encoder: nn.Module, dataset, modality: Modality, device: to
     return torch.cat(features), torch.cat(labels)
 
 
-SMALL_PROBE = 2**20  # feature values below which a probe's fit runs on one thread
-
-
-@contextlib.contextmanager
-def _one_thread_if_small(x: torch.Tensor):
-    """One CPU thread for a small fit: L-BFGS on a few hundred rows is thousands of tiny operations,
-    for which waking threads costs more than it saves (benchmarks/probe_threads.py)."""
-    if x.device.type != "cpu" or x.numel() >= SMALL_PROBE or torch.get_num_threads() == 1:
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int = 1000) -> nn.Linear:
     """Multinomial logistic regression by full-batch L-BFGS, to convergence."""
-    with _one_thread_if_small(x):
-        return _fit_logistic(x, y, num_classes, l2, max_iter)
-
-
-def _fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int) -> nn.Linear:
     torch.manual_seed(0)
     linear = nn.Linear(x.shape[1], num_classes)
     nn.init.zeros_(linear.weight)

@@ -144,12 +144,3 @@ def test_monitor_cost_times_runs_with_and_without_the_monitor(tmp_path, fashion_
     row = result["rounds"][0]
     assert row["off"] > 0 and 0 < row["monitor"] < row["on"]
     assert json.loads((tmp_path / "monitor_cost.json").read_text()) == json.loads(json.dumps(result))
-
-
-def test_probe_threads_times_both_thread_counts_and_compares_predictions(tmp_path):
-    import probe_threads
-
-    assert probe_threads.main(["--rounds", "1", "--max-rows", "256", "--out", str(tmp_path)]) == 0
-    (row,) = json.loads((tmp_path / "probe_threads.json").read_text())["rows"]
-    assert row["rows"] == 256 and row["one_thread_s"] > 0 and row["all_threads_s"] > 0
-    assert row["same_predictions"] and row["one_thread_in_eval"]
