@@ -78,9 +78,8 @@ class Monitor:
         self.batch_size, self.knn_k, self.knn_temperature = batch_size, knn_k, knn_temperature
         read = self._read(evenly_spaced(dataset, items))
         self.items = [(item, label) for item, label, _ in read]
-        groups = [group for _, _, group in read] if getattr(dataset, "groups", None) is not None else None
         labels = torch.tensor([label for _, label in self.items], dtype=torch.long)
-        self.memory = split_memory(labels, groups)
+        self.memory = split_memory(labels, [group for _, _, group in read])  # no groups: one (None) per class
         self.queries = (labels >= 0) & ~self.memory
         self.labels = labels
         self.num_classes = int(labels.max()) + 1 if len(labels) else 0
@@ -104,8 +103,8 @@ class Monitor:
         finally:
             if hasattr(dataset, "set_epoch"):
                 dataset.set_epoch(epoch)
-        return [(item.view1 if isinstance(item, TwoViews) else item, label, group)
-                for (item, label), group in ((item, group) for item, group in items if item is not None)]
+        return [(item[0].view1 if isinstance(item[0], TwoViews) else item[0], item[1], group)
+                for item, group in items if item is not None]
 
     @torch.no_grad()
     def measure(self, encoder: nn.Module) -> dict[str, float]:

@@ -204,7 +204,7 @@ def compute_statistics(dataset: AudioClips, items: int) -> dict[str, float]:
 def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
     """``ROOT/SPLIT/CLASS/*`` (labels from folder names) or, for training, a flat folder of
     unlabelled audio files (WAV, FLAC, OGG, AIFF), any rate and channel count. Files one folder
-    deeper, ``CLASS/GROUP/*`` (a speaker, a recording session), are grouped by that folder, which
+    deeper, ``CLASS/GROUP/*`` (a speaker, a microphone), are grouped by that folder, which
     the monitor keeps apart."""
     if cfg.root is None:
         raise DataError("audio-folder needs data.root=DIR: a folder with train/CLASS/*.wav and test/CLASS/*.wav "
