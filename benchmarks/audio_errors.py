@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{len(files) - len(test_y)} test clips could not be read (see the warnings); "
                          f"their rows cannot be matched to their files.")
     num_classes, n = len(DIGITS), args.labels_per_class
-    draws = few_label_predictions(train_x, train_y, test_x, num_classes, n, cfg.eval.label_draws, cfg.eval.seed)
+    draws = few_label_predictions(train_x, train_y, test_x, num_classes, n, cfg.eval.label_draws, cfg.eval.seed,
+                                  l2_grid=cfg.eval.l2_grid)
     correct = torch.stack([predictions == test_y for predictions in draws]).float()  # (draws, clips)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for predictions in draws:

@@ -78,11 +78,16 @@ class AugmentConfig:
     view2: list[dict[str, Any]] = field(default_factory=list)
 
 
+L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the linear probe's L2 strengths by default
+
+
 @dataclass
 class EvalConfig:
     init: str = "trained"  # trained | random (an untrained encoder of the same config)
     labels_per_class: int | None = None  # also probe with only N labels per class
     label_draws: int = 5  # ...on this many draws of those labels (seeds eval.seed, +1, …); their mean is reported
+    # the linear probe's L2 strengths, one chosen by cross-validation on the training data; one value skips it
+    l2_grid: list[float] = field(default_factory=lambda: list(L2_GRID))
     knn_k: int = 200
     knn_temperature: float = 0.1
     batch_size: int = 512
@@ -275,6 +280,10 @@ def validate(cfg: DictConfig) -> None:
         if value is not None and (len(value) != 2 or not 0 < value[0] <= value[1]):
             raise ConfigError(f"{key}={list(value)} must be a range [low, high] with 0 < low <= high, or null to "
                               f"keep the configured value.")
+    grid = cfg.eval.l2_grid
+    if not grid or not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
+        raise ConfigError(f"eval.l2_grid={list(grid)} must list one or more L2 strengths >= 0, e.g. "
+                          f"eval.l2_grid=[1e-4, 1e-2]; one value fixes the probe's L2 without cross-validation.")
     for key in ("trainer.monitor_every", "trainer.monitor_items"):
         if (OmegaConf.select(cfg, key) or 0) < 0:
             raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import load_config
+from .config import L2_GRID, load_config
 from .data import build_dataset, collate_items, evenly_spaced
 from .errors import CheckpointError, ConfigError, DataError
 from .modalities.base import Modality, build_encoder, get_modality
@@ -27,9 +27,6 @@ from .registry import import_plugins
 from .runtime import autocast_context, resolve_device
 
 log = logging.getLogger("mmbyol")
-
-L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # weight-decay choices for the probe
-
 
 def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """The online encoder f_θ exported by a run, in eval mode: ``features = encoder(prepared_batch)``.
@@ -105,18 +102,18 @@ def _accuracy(linear: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((linear(x).argmax(dim=1) == y).float().mean())
 
 
-def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, seed: int = 0,
-                 standardize: bool = True) -> tuple[float, float]:
+def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, seed: int = 0, standardize: bool = True,
+                 l2_grid: Sequence[float] = L2_GRID) -> tuple[float, float]:
     """Test accuracy of a logistic regression on standardized features (as they are with
-    ``standardize=False``, e.g. for sparse TF-IDF rows), its L2 strength chosen on held-out
-    training data (5-fold cross-validation for small sets, a 10% split otherwise).
-    Returns (accuracy, chosen L2)."""
-    predictions, l2 = probe_predictions(train_x, train_y, test_x, num_classes, seed, standardize)
+    ``standardize=False``, e.g. for sparse TF-IDF rows), its L2 strength chosen from ``l2_grid``
+    on held-out training data (5-fold cross-validation for small sets, a 10% split otherwise; none
+    for a grid of one). Returns (accuracy, chosen L2)."""
+    predictions, l2 = probe_predictions(train_x, train_y, test_x, num_classes, seed, standardize, l2_grid)
     return float((predictions == test_y).float().mean()), l2
 
 
-def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0,
-                      standardize: bool = True) -> tuple[torch.Tensor, float]:
+def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0, standardize: bool = True,
+                      l2_grid: Sequence[float] = L2_GRID) -> tuple[torch.Tensor, float]:
     """The classes :func:`linear_probe`'s logistic regression predicts for ``test_x``, and its L2."""
     if standardize:
         mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
@@ -124,8 +121,9 @@ def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0,
     n = len(train_x)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     folds = order.chunk(5) if n < 5000 else [order[: n // 10]]
+    l2_grid = [float(v) for v in l2_grid]
     scores = []
-    for l2 in L2_GRID:
+    for l2 in l2_grid if len(l2_grid) > 1 else []:
         fold_scores = []
         for held_out in folds:
             keep = torch.ones(n, dtype=torch.bool)
@@ -133,7 +131,7 @@ def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0,
             linear = fit_logistic(train_x[keep], train_y[keep], num_classes, l2, max_iter=300)
             fold_scores.append(_accuracy(linear, train_x[held_out], train_y[held_out]))
         scores.append(sum(fold_scores) / len(fold_scores))
-    best = L2_GRID[max(range(len(L2_GRID)), key=lambda i: (scores[i], L2_GRID[i]))]
+    best = max(zip(scores, l2_grid))[1] if scores else l2_grid[0]  # ties: the stronger L2
     linear = fit_logistic(train_x, train_y, num_classes, best)
     with torch.no_grad():
         return linear(test_x).argmax(dim=1), best
@@ -168,18 +166,18 @@ def few_labels(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
 
 
 def few_label_probes(train_x, train_y, test_x, test_y, num_classes: int, per_class: int, draws: int,
-                     seed: int = 0, standardize: bool = True) -> list[float]:
+                     seed: int = 0, standardize: bool = True, l2_grid: Sequence[float] = L2_GRID) -> list[float]:
     """Test accuracies of the linear probe trained on ``per_class`` labelled examples of each
     class, one per draw of those examples (draw i uses seed ``seed + i``). Which few examples are
     labelled moves the accuracy by several points (docs/experiments.md), so one draw cannot rank
     two encoders; the mean of several can."""
     return [float((predictions == test_y).float().mean())
             for predictions in few_label_predictions(train_x, train_y, test_x, num_classes, per_class, draws, seed,
-                                                     standardize)]
+                                                     standardize, l2_grid)]
 
 
-def few_label_predictions(train_x, train_y, test_x, num_classes: int, per_class: int, draws: int,
-                          seed: int = 0, standardize: bool = True) -> list[torch.Tensor]:
+def few_label_predictions(train_x, train_y, test_x, num_classes: int, per_class: int, draws: int, seed: int = 0,
+                          standardize: bool = True, l2_grid: Sequence[float] = L2_GRID) -> list[torch.Tensor]:
     """What :func:`few_label_probes`' probes predict for ``test_x``, one tensor per draw."""
     if draws < 1:
         raise ConfigError(f"eval.label_draws must be at least 1; got {draws}.")
@@ -187,7 +185,7 @@ def few_label_predictions(train_x, train_y, test_x, num_classes: int, per_class:
     for draw in range(seed, seed + draws):
         subset = few_labels(train_y, per_class, draw)
         predictions.append(probe_predictions(train_x[subset], train_y[subset], test_x, num_classes, draw,
-                                             standardize)[0])
+                                             standardize, l2_grid)[0])
     return predictions
 
 
@@ -223,7 +221,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, step, _ = run_features(cfg, run_dir)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
-    linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, cfg.eval.seed)
+    grid = list(cfg.eval.l2_grid)
+    linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, cfg.eval.seed, l2_grid=grid)
     result: dict[str, Any] = {
         "linear_acc": round(linear_acc, 4),
         "knn_acc": round(knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
@@ -231,7 +230,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     }
     n = cfg.eval.labels_per_class
     if n is not None:
-        draws = few_label_probes(train_x, train_y, test_x, test_y, num_classes, n, cfg.eval.label_draws, cfg.eval.seed)
+        draws = few_label_probes(train_x, train_y, test_x, test_y, num_classes, n, cfg.eval.label_draws, cfg.eval.seed,
+                                 l2_grid=grid)
         result[f"linear_acc_{n}"] = round(sum(draws) / len(draws), 4)
         result[f"linear_acc_{n}_draws"] = [round(acc, 4) for acc in draws]
     result.update({
@@ -242,8 +242,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "n_test": len(test_x),
         "feature_dim": train_x.shape[1],
         "protocol": {
-            "linear": f"logistic regression on standardized frozen features, L-BFGS to convergence, "
-                      f"L2 chosen on held-out training data (chose {l2:g})",
+            "linear": "logistic regression on standardized frozen features, L-BFGS to convergence, " + (
+                f"L2 chosen on held-out training data from {grid} (chose {l2:g})" if len(grid) > 1 else f"L2 {l2:g}"),
             "knn": f"weighted kNN, cosine, k={cfg.eval.knn_k}, temperature={cfg.eval.knn_temperature}",
             "labels_per_class": n,
             "label_draws": cfg.eval.label_draws if n is not None else None,

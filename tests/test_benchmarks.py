@@ -117,10 +117,11 @@ def test_audio_errors_splits_the_eval_figure_by_clip_factor(tmp_path, capsys):
     run_cli("train", "modality=audio", f"data.root={tmp_path / 'digits'}", f"run.dir={run_dir}", "data.batch_size=16",
             "trainer.max_steps=2", "trainer.progress=false", "model.hidden_dim=64", "model.projection_dim=32",
             "optim.warmup_epochs=0", "device=cpu", "encoder.d=64")
-    evaluated = run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.label_draws=3")
+    grid = "eval.l2_grid=[0.01]"  # the split by factor is under test, not the choice of L2
+    evaluated = run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.label_draws=3", grid)
     evaluation = json.loads(evaluated.stdout.splitlines()[-1])
 
-    assert audio_errors.main([str(run_dir), "eval.label_draws=3", "--labels-per-class", "2"]) == 0
+    assert audio_errors.main([str(run_dir), "eval.label_draws=3", grid, "--labels-per-class", "2"]) == 0
     out = capsys.readouterr().out
     overall = float(out.splitlines()[0].split(": ")[-1].split(" ")[0])
     assert overall == pytest.approx(evaluation["linear_acc_2"], abs=1e-4)  # the same features, draws and probes

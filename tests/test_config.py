@@ -25,6 +25,8 @@ def test_overrides_refine_with_types_and_yaml_flow_lists():
     ("optim.name=lasr", "optim.name='lasr'.*Did you mean 'lars'"),  # not a choice
     ("trainer.epochs", "key=value"),  # not an override
     ("eval.label_draws=0", "eval.label_draws must be at least 1"),  # caught before any features are extracted
+    ("eval.l2_grid=[]", r"eval.l2_grid=\[\] must list one or more L2 strengths"),
+    ("eval.l2_grid=[-1.0]", "eval.l2_grid.*one value fixes the probe's L2"),
 ])
 def test_bad_overrides_name_the_key_and_what_to_do(override, message):
     with pytest.raises(ConfigError, match=message):

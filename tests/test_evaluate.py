@@ -28,6 +28,23 @@ def test_linear_probe_is_at_chance_on_noise():
     assert 0.15 < accuracy < 0.4
 
 
+def test_the_probe_picks_its_l2_from_the_grid_by_cross_validation_and_a_grid_of_one_is_used_as_is():
+    from mmbyol.evaluate import fit_logistic
+
+    generator = torch.Generator().manual_seed(0)
+    x, tx = torch.randn(120, 30, generator=generator), torch.randn(200, 30, generator=generator)
+    y, ty = (x[:, 0] > 0).long(), (tx[:, 0] > 0).long()
+    accuracy, chosen = linear_probe(x, y, tx, ty, num_classes=2, l2_grid=[1e-6, 1e-2, 1e3])
+    assert chosen in (1e-6, 1e-2)  # 1e3 shrinks the weights to nothing: chance on the held-out folds
+    assert linear_probe(x, y, tx, ty, num_classes=2, l2_grid=[chosen]) == (accuracy, chosen)  # refit on all
+
+    accuracy, l2 = linear_probe(x, y, tx, ty, num_classes=2, l2_grid=[1e3])
+    mean, std = x.mean(dim=0), x.std(dim=0)
+    alone = fit_logistic((x - mean) / std, y, 2, 1e3)
+    with torch.no_grad():
+        assert (accuracy, l2) == (float((alone((tx - mean) / std).argmax(dim=1) == ty).float().mean()), 1e3)
+
+
 def test_knn_finds_the_neighbours_class():
     x, y = blobs()
     tx, ty = blobs(seed=2)
