@@ -103,6 +103,8 @@ class SearchConfig:
     minutes: float | None = None  # and at most this long (this process); the trial running then is cut short
     trial_steps: int | None = None  # BYOL steps per trial; null: a fifth of the configured run
     measurements: int = 5  # monitor measurements per trial: the pruner's intermediate values
+    finalists: int = 2  # the best trials trained again, with the configured pair, in a final round; 0: none
+    final_steps: int | None = None  # BYOL steps in the final round; null: 3 trials' length, at most the run's
     objective: str = "auto"  # auto (knn for labelled data, else rank) | knn | rank
     pruner: str = "hyperband"  # hyperband | median | none
     storage: str | None = None  # an Optuna storage URL; null: sqlite:///RUN_DIR/study.db
@@ -284,7 +286,7 @@ def validate(cfg: DictConfig) -> None:
     if not grid or not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
         raise ConfigError(f"eval.l2_grid={list(grid)} must list one or more L2 strengths >= 0, e.g. "
                           f"eval.l2_grid=[1e-4, 1e-2]; one value fixes the probe's L2 without cross-validation.")
-    for key in ("trainer.monitor_every", "trainer.monitor_items"):
+    for key in ("trainer.monitor_every", "trainer.monitor_items", "search.finalists"):
         if (OmegaConf.select(cfg, key) or 0) < 0:
             raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")
     unknown = [name for name in cfg.trainer.loggers if not isinstance(name, str) or name not in LOGGERS]

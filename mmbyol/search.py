@@ -8,6 +8,11 @@ registry: every augmentation of the modality declares the ranges of its options
 its options — so the two views may differ. Trial 0 is the configured pair, the reference the
 others must beat; the untrained encoder (every trial's step 0) is the other.
 
+Short trials can rank recipes differently from full runs (a pair that learns fast may be passed
+later), so a final round trains the ``search.finalists`` best recipes and the configured pair
+again for ``search.final_steps`` and ``best.yaml`` is the best of that round: at its length the
+search recommends the configured pair rather than a recipe that measured worse.
+
 Trials live in an Optuna storage (SQLite in the search directory by default): a search resumes
 after a crash with ``resume=auto``, several processes can work on one study, and
 ``optuna-dashboard sqlite:///RUN_DIR/study.db`` shows it. Results: ``best.yaml``, which
@@ -44,6 +49,7 @@ from .runtime import autocast_context, resolve_device
 log = logging.getLogger("mmbyol.search")
 
 STUDY_NAME = "mmbyol"
+FINAL_STUDY_NAME = "mmbyol-final"  # the final round, in the same storage
 
 
 # ------------------------------------------------------------------------------ the space
@@ -149,8 +155,9 @@ def storage_url(cfg: DictConfig, where: Path) -> str:
 
 def open_study(cfg: DictConfig, where: Path, steps: int):
     """The study in the storage, created (with trial 0, the configured pair, queued) or joined
-    (``resume=auto``). Trials whose process died stop sending heartbeats; once they are stale
-    they are marked failed and queued again, so a crash loses at most the trial it cut short."""
+    (``resume=auto``), and its final round's study. Trials whose process died stop sending
+    heartbeats; once they are stale they are marked failed and queued again, so a crash loses at
+    most the trial it cut short."""
     import optuna
     import sqlalchemy
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -170,6 +177,8 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
                     raise
                 time.sleep(1 + attempt)
         pruner = pruner_for(cfg, steps)
+        final = optuna.create_study(study_name=FINAL_STUDY_NAME, storage=storage, direction="maximize",
+                                    pruner=optuna.pruners.NopPruner(), load_if_exists=True)
         try:
             study = optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
                                         pruner=pruner, sampler=_sampler(cfg, cfg.seed))
@@ -181,10 +190,10 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
             study = optuna.load_study(study_name=STUDY_NAME, storage=storage, pruner=pruner)
             # another stream than the first process's, or a resumed search would redraw its trials
             study.sampler = _sampler(cfg, cfg.seed * 1_000_003 + len(study.trials) + os.getpid())
-            return study, False
+            return study, final, False
     study.set_user_attr("config", to_container(cfg))
     study.enqueue_trial({}, user_attrs={"reference": "configured"})
-    return study, True
+    return study, final, True
 
 
 def _sampler(cfg: DictConfig, seed: int):
@@ -207,11 +216,18 @@ def pruner_for(cfg: DictConfig, steps: int):
     return optuna.pruners.HyperbandPruner(min_resource=max(1, steps // 3), max_resource=steps, reduction_factor=3)
 
 
-def trial_steps(cfg: DictConfig, steps_per_epoch: int) -> int:
+def trial_steps(cfg: DictConfig, run_steps: int) -> int:
     """``search.trial_steps``, or a fifth of the configured run."""
     if cfg.search.trial_steps is not None:
         return cfg.search.trial_steps
-    return max(1, (cfg.trainer.max_steps or cfg.trainer.epochs * steps_per_epoch) // 5)
+    return max(1, run_steps // 5)
+
+
+def final_steps(cfg: DictConfig, steps: int, run_steps: int) -> int:
+    """``search.final_steps``, or three trials' length but at most the configured run's."""
+    if cfg.search.final_steps is not None:
+        return cfg.search.final_steps
+    return max(steps, min(3 * steps, run_steps))
 
 
 def objective_key(cfg: DictConfig, monitor: Monitor) -> str:
@@ -240,36 +256,43 @@ def search(cfg: DictConfig) -> Path:
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     dataset = build_dataset(cfg, "train")
-    steps = trial_steps(cfg, len(dataset) // cfg.data.batch_size)
+    run_steps = cfg.trainer.max_steps or cfg.trainer.epochs * (len(dataset) // cfg.data.batch_size)
+    steps = trial_steps(cfg, run_steps)
     if steps < 2:
         raise ConfigError(f"search.trial_steps={steps}: a trial needs at least 2 steps to be judged.")
+    last_steps = final_steps(cfg, steps, run_steps)
+    if cfg.search.finalists and last_steps < 2:
+        raise ConfigError(f"search.final_steps={last_steps}: a final-round trial needs at least 2 steps, or set "
+                          f"search.finalists=0 for no final round.")
     monitor = monitor_from_config(cfg, dataset, get_modality(cfg.modality), dataset.info, device,
                                   autocast_context(cfg.trainer.precision, device))
     where.mkdir(parents=True, exist_ok=True)
-    study, created = open_study(cfg, where, steps)
+    study, final, created = open_study(cfg, where, steps)
     key = objective_key(cfg, monitor)
     names = candidates(cfg)
     study.set_user_attr("objective", key)
     study.set_user_attr("trial_steps", steps)
-    every = max(1, steps // cfg.search.measurements)
+    final.set_user_attr("final_steps", last_steps)
     deadline = time.monotonic() + 60 * cfg.search.minutes if cfg.search.minutes else math.inf
     log.info("search %s/%s → %s: %d trials of %d steps (%s%s), %d candidate augmentations: %s",
              cfg.modality, cfg.data.name, where, cfg.search.trials, steps, key.removeprefix("monitor_"),
              f", {cfg.search.minutes:g} min at most" if cfg.search.minutes else "", len(names), ", ".join(names))
+    if cfg.search.finalists:
+        log.info("then a final round: the %d best and the configured pair, %d steps each",
+                 cfg.search.finalists, last_steps)
     if not created:
         log.info("continuing the study in %s: %d trials finished", storage_url(cfg, where), _finished(study))
 
-    def objective(trial) -> float:
-        reference = trial.user_attrs.get("reference")
-        recipe = configured_recipe(cfg) if reference else suggest_recipe(trial, cfg, names)
+    def run_trial(trial, recipe: dict[str, Any], length: int, run_dir: Path, cut_at: float, prune: bool) -> float:
+        """Train ``recipe`` for ``length`` steps, reporting the monitor's values to ``trial``."""
         trial.set_user_attr("recipe", recipe)
         trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
-        run_dir = where / "trials" / f"{trial.number:04d}"
         shutil.rmtree(run_dir, ignore_errors=True)  # a retried trial's number is new; this is a leftover
         trial_cfg = with_recipe(cfg, recipe)
         trial_cfg.run.dir, trial_cfg.resume = str(run_dir), None
-        trial_cfg.trainer.max_steps, trial_cfg.trainer.monitor_every = steps, every
-        trial_cfg.trainer.progress, trial_cfg.trainer.checkpoint_every = False, steps
+        trial_cfg.trainer.max_steps = length
+        trial_cfg.trainer.monitor_every = max(1, length // cfg.search.measurements)
+        trial_cfg.trainer.progress, trial_cfg.trainer.checkpoint_every = False, length
         last: dict[str, float] = {}
 
         def on_monitor(step: int, measured: dict[str, float]) -> None:
@@ -277,10 +300,10 @@ def search(cfg: DictConfig) -> Path:
                 trial.set_user_attr("untrained", monitor.start.get(key))
             last.update(measured, step=step)
             trial.report(measured[key], step)
-            if time.monotonic() > deadline:
+            if time.monotonic() > cut_at:
                 trial.set_user_attr("cut", "search.minutes")
                 raise optuna.TrialPruned(f"search.minutes reached at step {step}")
-            if not reference and step < steps and trial.should_prune():
+            if prune and step < length and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step}")
 
         quiet = logging.getLogger("mmbyol")
@@ -297,6 +320,23 @@ def search(cfg: DictConfig) -> Path:
             (run_dir / "encoder.safetensors").unlink(missing_ok=True)
         return last[key]
 
+    def exploring_until() -> float:
+        """The deadline less the final round's estimated time (from the configured pair's trial)."""
+        if not cfg.search.finalists or deadline == math.inf:
+            return deadline
+        timed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                 if t.user_attrs.get("reference") and t.duration]
+        if not timed:
+            return deadline
+        per_step = timed[0].duration.total_seconds() / steps
+        return deadline - (cfg.search.finalists + 1) * last_steps * per_step
+
+    def objective(trial) -> float:
+        reference = trial.user_attrs.get("reference")
+        recipe = configured_recipe(cfg) if reference else suggest_recipe(trial, cfg, names)
+        return run_trial(trial, recipe, steps, where / "trials" / f"{trial.number:04d}", exploring_until(),
+                         prune=not reference)
+
     bar = _progress(cfg, study)
     stop = optuna.study.MaxTrialsCallback(cfg.search.trials, states=(optuna.trial.TrialState.COMPLETE,
                                                                     optuna.trial.TrialState.PRUNED))
@@ -304,16 +344,19 @@ def search(cfg: DictConfig) -> Path:
     def after_trial(study, trial) -> None:
         bar.update(1)
         _log_trial(study, trial, key)
-        write_report(study, cfg, where)
-        if time.monotonic() > deadline:
+        write_report(study, cfg, where, final)
+        if time.monotonic() > exploring_until():
             study.stop()
 
     try:
-        if _finished(study) < cfg.search.trials:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            if _finished(study) < cfg.search.trials and time.monotonic() < exploring_until():
                 study.optimize(objective, timeout=60 * cfg.search.minutes if cfg.search.minutes else None,
                                callbacks=[stop, after_trial], catch=(TrainingDiverged,), gc_after_trial=True)
+            bar.close()
+            if cfg.search.finalists and best_trial(study) is not None:
+                final_round(cfg, study, final, last_steps, deadline, run_trial, where, key)
     except KeyboardInterrupt:
         log.warning("interrupted; finished trials are kept. Continue with: mmbyol search run.dir=%s resume=auto",
                     where)
@@ -321,13 +364,78 @@ def search(cfg: DictConfig) -> Path:
     finally:
         bar.close()
         if _finished(study):
-            write_report(study, cfg, where)
-    best, refs = best_trial(study), reference_values(study)
+            write_report(study, cfg, where, final)
+    best, refs = chosen_trial(study, final), reference_values(study)
     if best is not None:
-        log.info("best: trial %d, %s %.4f (untrained encoder %s, configured pair %s) → %s",
-                 best.number, key.removeprefix("monitor_"), best.value, _fmt(refs["untrained"]),
-                 _fmt(refs["configured"]), where / "best.yaml")
+        number = best.user_attrs.get("of", best.number)
+        in_final = "of" in best.user_attrs
+        log.info("best: trial %d%s, %s %.4f%s (untrained encoder %s, configured pair %s) → %s", number,
+                 " (the configured pair)" if best.user_attrs.get("reference") else "", key.removeprefix("monitor_"),
+                 best.value, f" in the final round, at {best.user_attrs['steps']} steps" if in_final else "",
+                 _fmt(refs["untrained"]), _fmt(refs["configured"]), where / "best.yaml")
     return where
+
+
+def finalists(cfg: DictConfig, study) -> list:
+    """The exploration's ``search.finalists`` best complete trials, and the configured pair's."""
+    import optuna
+
+    complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                      key=lambda t: -t.value)
+    chosen = complete[: cfg.search.finalists]
+    configured = next((t for t in complete if t.user_attrs.get("reference")), None)
+    if configured is not None and configured not in chosen:
+        chosen.append(configured)
+    return chosen
+
+
+def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run_trial, where: Path,
+                key: str) -> None:
+    """Queue the finalists that the final study lacks at ``length`` steps, then train what is queued
+    (several processes share the queue; a crashed trial is queued again, as in the exploration)."""
+    import optuna
+
+    waiting, running = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
+    present = {(t.user_attrs.get("of"), t.user_attrs.get("steps")) for t in final.get_trials(deepcopy=False)
+               if t.state != optuna.trial.TrialState.FAIL}
+    for trial in finalists(cfg, study):
+        if (trial.number, length) not in present:
+            final.enqueue_trial({}, user_attrs={"of": trial.number, "steps": length,
+                                                "recipe": trial.user_attrs["recipe"],
+                                                "reference": trial.user_attrs.get("reference")})
+
+    def objective(trial) -> float:
+        if "of" not in trial.user_attrs:  # another process took the last queued one meanwhile
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("nothing left in the final round's queue")
+        number = trial.user_attrs["of"]
+        value = run_trial(trial, trial.user_attrs["recipe"], trial.user_attrs["steps"],
+                          where / "final" / f"{number:04d}", deadline, prune=False)
+        log.info("final round: trial %d, %s %.4f at %d steps (%.4f at %d)", number, key.removeprefix("monitor_"),
+                 value, trial.user_attrs["steps"], study.trials[number].value, study.user_attrs["trial_steps"])
+        return value
+
+    while time.monotonic() < deadline and final.get_trials(deepcopy=False, states=(waiting,)):
+        final.optimize(objective, n_trials=1, catch=(TrainingDiverged,), gc_after_trial=True)
+        write_report(study, cfg, where, final)
+    if final.get_trials(deepcopy=False, states=(waiting, running)) and time.monotonic() >= deadline:
+        log.warning("search.minutes reached during the final round; best.yaml is the best of what it finished")
+
+
+def final_trials(final, steps: int | None = None) -> list:
+    """The final round's complete trials (at ``steps`` steps, when given)."""
+    import optuna
+
+    if final is None:
+        return []
+    return [t for t in final.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            if "of" in t.user_attrs and (steps is None or t.user_attrs["steps"] == steps)]
+
+
+def chosen_trial(study, final):
+    """What best.yaml holds: the final round's best, once it has one, else the exploration's best."""
+    done = final_trials(final, final.user_attrs.get("final_steps") if final is not None else None)
+    return max(done, key=lambda t: t.value) if done else best_trial(study)
 
 
 def _finished(study) -> int:
@@ -415,14 +523,20 @@ def _changed(value: Any, default: Any) -> Any:
     return _SAME if value == default else value
 
 
-def write_report(study, cfg: DictConfig, where: Path) -> None:
-    """``best.yaml``, ``report.json``, ``report.md`` and ``report.png`` from the study as it stands."""
+def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
+    """``best.yaml``, ``report.json``, ``report.md`` and ``report.png`` from the study (and its
+    final round) as it stands."""
     import optuna
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     key = study.user_attrs.get("objective", "monitor_knn")
     refs = reference_values(study)
-    best = best_trial(study)
+    best = chosen_trial(study, final)
+    final_steps = final.user_attrs.get("final_steps") if final is not None else None
+    finals = sorted(({"trial": t.user_attrs["of"], "value": t.value, "steps": t.user_attrs["steps"],
+                      "reference": t.user_attrs.get("reference"),
+                      "seconds": (t.duration.total_seconds() if t.duration else None)}
+                     for t in final_trials(final, final_steps)), key=lambda r: -r["value"])
     rows = []
     for t in trials:
         value, last_step = _last_value(t)
@@ -444,11 +558,19 @@ def write_report(study, cfg: DictConfig, where: Path) -> None:
         except (ValueError, RuntimeError) as error:  # too few trials sharing parameters
             log.debug("no parameter importances yet: %s", error)
     report = {"objective": key, "trial_steps": study.user_attrs.get("trial_steps"), "references": refs,
-              "best": best.number if best else None, "importances": importances, "trials": ranked}
+              "best": best.user_attrs.get("of", best.number) if best else None, "importances": importances,
+              "trials": ranked, "final_steps": final_steps, "final": finals}
     _atomic_write(where / "report.json", json.dumps(report, indent=1) + "\n")
     if best is not None:
-        text = ("# Found by mmbyol search: " + f"{key.removeprefix('monitor_')} {best.value:.4f} on the validation "
-                f"slice (untrained encoder {_fmt(refs['untrained'])}, configured pair {_fmt(refs['configured'])}).\n"
+        what = key.removeprefix("monitor_")
+        if "of" in best.user_attrs:
+            configured = next((r["value"] for r in finals if r["reference"]), None)
+            found = (f"{what} {best.value:.4f} on the validation slice after {best.user_attrs['steps']} steps, the "
+                     f"best of the final round (configured pair {_fmt(configured)})")
+        else:
+            found = (f"{what} {best.value:.4f} on the validation slice (untrained encoder {_fmt(refs['untrained'])}, "
+                     f"configured pair {_fmt(refs['configured'])})")
+        text = (f"# Found by mmbyol search: {found}.\n"
                 f"# Train it: mmbyol train config={where / 'best.yaml'}\n")
         text += OmegaConf.to_yaml(OmegaConf.create(best_config(cfg, best.user_attrs["recipe"])))
         _atomic_write(where / "best.yaml", text)
@@ -466,9 +588,20 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
              "| reference | value |", "|---|---|",
              f"| untrained encoder (step 0) | {_fmt(refs['untrained'])} |",
              f"| configured pair (trial 0) | {_fmt(refs['configured'])} |"]
-    if report["best"] is not None:
-        best = next(r for r in report["trials"] if r["trial"] == report["best"])
-        lines.append(f"| best (trial {best['trial']}) | {_fmt(best['value'])} |")
+    top = next((r for r in report["trials"] if r["state"] == "complete"), None)  # ranked: the best first
+    if top is not None:
+        lines.append(f"| best trial (trial {top['trial']}) | {_fmt(top['value'])} |")
+    if report["final"]:
+        lines += ["", f"## Final round: {report['final_steps']} steps each", "",
+                  "Short trials can rank recipes otherwise than longer training does, so the best trials and the "
+                  "configured pair are trained again for longer; best.yaml is the best of this round.", "",
+                  "| trial | value | value in its trial | seconds |", "|---|---|---|---|"]
+        short = {r["trial"]: r["value"] for r in report["trials"]}
+        for r in report["final"]:
+            name = f"{r['trial']}" + (" (configured)" if r["reference"] else "") + \
+                (" → best.yaml" if r["trial"] == report["best"] else "")
+            lines.append(f"| {name} | {_fmt(r['value'])} | {_fmt(short.get(r['trial']))} | "
+                         f"{r['seconds'] and round(r['seconds'])} |")
     lines += ["", "## Trials, best first", "",
               "| trial | state | value | steps | τ_base | lr | view 1 | view 2 |", "|---|---|---|---|---|---|---|---|"]
     for r in report["trials"]:
@@ -506,6 +639,9 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
         xs.append(rows[-1]["trial"])
         ys.append(best)
     ax.step(xs, ys, where="post", color="tab:blue", alpha=0.5, label="best so far")
+    if report.get("final"):
+        ax.scatter([r["trial"] for r in report["final"]], [r["value"] for r in report["final"]], color="tab:orange",
+                   marker="*", s=120, label=f"final round ({report['final_steps']} steps)", zorder=4)
     refs = report["references"]
     for name, color in (("untrained", "tab:red"), ("configured", "tab:green")):
         if refs[name] is not None:

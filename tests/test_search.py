@@ -107,8 +107,17 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert len(configured) == 1 and configured[0]["trial"] == 0  # trial 0: the configured pair
     assert 0 <= report["references"]["untrained"] <= 1 and report["references"]["configured"] is not None
     assert (where / "report.png").exists() and "| trial | state |" in (where / "report.md").read_text()
+    # the final round: the two best complete trials and the configured pair, again at 3 trials' length
+    complete = [t for t in report["trials"] if t["state"] == "complete"]
+    assert report["final_steps"] == 12
+    assert {f["trial"] for f in report["final"]} == {t["trial"] for t in complete[:2]} | {0}
+    assert all(f["steps"] == 12 for f in report["final"]) and "## Final round: 12 steps each" in \
+        (where / "report.md").read_text()
+    chosen = max(report["final"], key=lambda f: f["value"])
+    assert report["best"] == chosen["trial"]
     best = yaml.safe_load((where / "best.yaml").read_text())
-    assert best["modality"] == "image" and best["augment"]["view1"] is not None
+    recipe = next(t for t in report["trials"] if t["trial"] == chosen["trial"])
+    assert best["modality"] == "image" and best["augment"] == {"view1": recipe["view1"], "view2": recipe["view2"]}
     run = tmp_path / "best-run"
     run_cli("train", f"config={where / 'best.yaml'}", "trainer.max_steps=2", f"run.dir={run}")
     assert yaml.safe_load((run / "config.yaml").read_text())["augment"] == best["augment"]
@@ -120,6 +129,10 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert sorted(t["trial"] for t in again["trials"]) == [0, 1, 2, 3]
     kept = {t["trial"]: t["value"] for t in report["trials"]}
     assert all(kept[t["trial"]] == t["value"] for t in again["trials"] if t["trial"] in kept)
+    finals = {f["trial"]: f["value"] for f in report["final"]}  # the final round too: only a new finalist trains
+    assert all(finals[f["trial"]] == f["value"] for f in again["final"] if f["trial"] in finals)
+    ranked = [t["trial"] for t in again["trials"] if t["state"] == "complete"]
+    assert {f["trial"] for f in again["final"]} == set(finals) | set(ranked[:2])
 
 
 def _study(where):
@@ -134,7 +147,7 @@ def _search_process(where, *extra):
 @pytest.mark.slow
 def test_two_processes_share_a_study_and_a_killed_one_loses_no_finished_trial(tmp_path, fashion_mnist):
     where = tmp_path / "search"
-    args = ["search.trial_steps=24", "search.measurements=3", "resume=auto"]
+    args = ["search.trial_steps=24", "search.measurements=3", "search.finalists=0", "resume=auto"]
     survivor = _search_process(where, "search.trials=5", *args)
     victim = _search_process(where, "search.trials=5", *args)
     deadline = time.monotonic() + 300
