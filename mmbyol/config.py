@@ -103,8 +103,8 @@ class SearchConfig:
     minutes: float | None = None  # and at most this long (this process); the trial running then is cut short
     trial_steps: int | None = None  # BYOL steps per trial; null: a fifth of the configured run
     measurements: int = 5  # monitor measurements per trial: the pruner's intermediate values
-    finalists: int = 2  # the best trials trained again, with the configured pair, in a final round; 0: none
-    final_steps: int | None = None  # BYOL steps in the final round; null: 3 trials' length, at most the run's
+    finalists: int = 1  # the best trials trained again, with the configured pair, in a final round; 0: none
+    final_steps: int | None = None  # BYOL steps in the final round; null: 2 trials' length, at most the run's
     objective: str = "auto"  # auto (knn for labelled data, else rank) | knn | rank
     pruner: str = "hyperband"  # hyperband | median | none
     storage: str | None = None  # an Optuna storage URL; null: sqlite:///RUN_DIR/study.db

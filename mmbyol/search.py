@@ -10,7 +10,7 @@ others must beat; the untrained encoder (every trial's step 0) is the other.
 
 Short trials can rank recipes differently from full runs (a pair that learns fast may be passed
 later), so a final round trains the ``search.finalists`` best recipes and the configured pair
-again for ``search.final_steps`` and ``best.yaml`` is the best of that round: at its length the
+again for ``search.final_steps`` (default twice a trial) and ``best.yaml`` is the best of that round: at its length the
 search recommends the configured pair rather than a recipe that measured worse.
 
 Trials live in an Optuna storage (SQLite in the search directory by default): a search resumes
@@ -224,10 +224,11 @@ def trial_steps(cfg: DictConfig, run_steps: int) -> int:
 
 
 def final_steps(cfg: DictConfig, steps: int, run_steps: int) -> int:
-    """``search.final_steps``, or three trials' length but at most the configured run's."""
+    """``search.final_steps``, or two trials' length but at most the configured run's: a longer
+    final round would leave the trials little of a budget in minutes."""
     if cfg.search.final_steps is not None:
         return cfg.search.final_steps
-    return max(steps, min(3 * steps, run_steps))
+    return max(steps, min(2 * steps, run_steps))
 
 
 def objective_key(cfg: DictConfig, monitor: Monitor) -> str:

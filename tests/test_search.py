@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mmbyol.config import load_config
-from mmbyol.search import best_config, candidates, configured_recipe, suggest_recipe, with_recipe
+from mmbyol.search import best_config, candidates, configured_recipe, final_steps, suggest_recipe, with_recipe
 
 from .conftest import TINY, run_cli
 
@@ -94,10 +94,16 @@ def test_best_yaml_trains_the_recipe_it_was_found_with(tmp_path):
     assert written["data"] == {"label": "voice", "snr_db": None} and "search" not in written
 
 
+def test_the_final_round_is_twice_a_trial_unless_told_and_never_longer_than_the_run():
+    cfg = load_config([])
+    assert final_steps(cfg, 10, 100) == 20 and final_steps(cfg, 10, 15) == 15 and final_steps(cfg, 10, 4) == 10
+    assert final_steps(load_config(["search.final_steps=7"]), 10, 100) == 7
+
+
 @pytest.mark.slow
 def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     where = tmp_path / "search"
-    args = [*SEARCH, f"run.dir={where}", f"plugins=[{plugin}]"]
+    args = [*SEARCH, f"run.dir={where}", f"plugins=[{plugin}]", "search.finalists=2", "search.final_steps=12"]
     result = run_cli("search", *args, "search.trials=3")
     assert result.stdout.strip() == str(where)
     report = json.loads((where / "report.json").read_text())
@@ -107,7 +113,7 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert len(configured) == 1 and configured[0]["trial"] == 0  # trial 0: the configured pair
     assert 0 <= report["references"]["untrained"] <= 1 and report["references"]["configured"] is not None
     assert (where / "report.png").exists() and "| trial | state |" in (where / "report.md").read_text()
-    # the final round: the two best complete trials and the configured pair, again at 3 trials' length
+    # the final round: the two best complete trials and the configured pair, again for 12 steps
     complete = [t for t in report["trials"] if t["state"] == "complete"]
     assert report["final_steps"] == 12
     assert {f["trial"] for f in report["final"]} == {t["trial"] for t in complete[:2]} | {0}
