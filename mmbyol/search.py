@@ -301,7 +301,7 @@ def search(cfg: DictConfig) -> Path:
                 trial.set_user_attr("untrained", monitor.start.get(key))
             last.update(measured, step=step)
             trial.report(measured[key], step)
-            if time.monotonic() > cut_at:
+            if step < length and time.monotonic() > cut_at:  # at its last step a trial is whole: keep it
                 trial.set_user_attr("cut", "search.minutes")
                 raise optuna.TrialPruned(f"search.minutes reached at step {step}")
             if prune and step < length and trial.should_prune():
@@ -330,7 +330,7 @@ def search(cfg: DictConfig) -> Path:
         if not timed:
             return deadline
         per_step = timed[0].duration.total_seconds() / steps
-        return deadline - (cfg.search.finalists + 1) * last_steps * per_step
+        return deadline - 1.1 * (cfg.search.finalists + 1) * last_steps * per_step  # 10% for a trial cut late
 
     def objective(trial) -> float:
         reference = trial.user_attrs.get("reference")
@@ -378,16 +378,13 @@ def search(cfg: DictConfig) -> Path:
 
 
 def finalists(cfg: DictConfig, study) -> list:
-    """The exploration's ``search.finalists`` best complete trials, and the configured pair's."""
+    """The configured pair's trial and the ``search.finalists`` best other complete trials."""
     import optuna
 
     complete = sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
                       key=lambda t: -t.value)
-    chosen = complete[: cfg.search.finalists]
-    configured = next((t for t in complete if t.user_attrs.get("reference")), None)
-    if configured is not None and configured not in chosen:
-        chosen.append(configured)
-    return chosen
+    configured = [t for t in complete if t.user_attrs.get("reference")]
+    return configured[:1] + [t for t in complete if not t.user_attrs.get("reference")][: cfg.search.finalists]
 
 
 def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run_trial, where: Path,
@@ -399,7 +396,7 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
     waiting, running = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
     present = {(t.user_attrs.get("of"), t.user_attrs.get("steps")) for t in final.get_trials(deepcopy=False)
                if t.state != optuna.trial.TrialState.FAIL}
-    for trial in finalists(cfg, study):
+    for trial in finalists(cfg, study):  # the reference first: without it the round compares nothing
         if (trial.number, length) not in present:
             final.enqueue_trial({}, user_attrs={"of": trial.number, "steps": length,
                                                 "recipe": trial.user_attrs["recipe"],
@@ -434,9 +431,12 @@ def final_trials(final, steps: int | None = None) -> list:
 
 
 def chosen_trial(study, final):
-    """What best.yaml holds: the final round's best, once it has one, else the exploration's best."""
+    """What best.yaml holds: the final round's best once it has compared the configured pair with
+    another finalist, else the exploration's best."""
     done = final_trials(final, final.user_attrs.get("final_steps") if final is not None else None)
-    return max(done, key=lambda t: t.value) if done else best_trial(study)
+    if len(done) >= 2 and any(t.user_attrs.get("reference") for t in done):
+        return max(done, key=lambda t: t.value)
+    return best_trial(study)
 
 
 def _finished(study) -> int:

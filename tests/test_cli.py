@@ -22,7 +22,8 @@ def test_train_then_eval_end_to_end(tmp_path, fashion_mnist):
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved["linear_acc"] == metrics["linear_acc"] and "protocol" in saved
 
-    random = json.loads(run_cli("eval", str(run_dir), "init=random", "eval.test_limit=500").stdout.splitlines()[-1])
+    random = json.loads(run_cli("eval", str(run_dir), "init=random", "eval.test_limit=500",
+                                "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
     assert random["init"] == "random" and (run_dir / "eval-random.json").exists()
 
     from mmbyol import load_encoder

@@ -100,6 +100,26 @@ def test_the_final_round_is_twice_a_trial_unless_told_and_never_longer_than_the_
     assert final_steps(load_config(["search.final_steps=7"]), 10, 100) == 7
 
 
+def test_best_yaml_takes_the_final_round_only_once_it_has_compared_the_configured_pair_with_a_challenger():
+    from mmbyol.search import chosen_trial
+
+    def trial(value, **attrs):
+        return optuna.trial.create_trial(value=value, user_attrs=attrs)
+
+    study, final = optuna.create_study(direction="maximize"), optuna.create_study(direction="maximize")
+    study.add_trial(trial(0.5, reference="configured"))
+    study.add_trial(trial(0.7))
+    final.set_user_attr("final_steps", 20)
+    assert chosen_trial(study, final).value == 0.7  # no final round yet: the best trial
+    final.add_trial(trial(0.9, of=0, steps=20, reference="configured"))
+    assert chosen_trial(study, final).value == 0.7  # the reference alone compares nothing
+    final.add_trial(trial(0.8, of=1, steps=20))
+    chosen = chosen_trial(study, final)
+    assert chosen.value == 0.9 and chosen.user_attrs["reference"] == "configured"  # the longer run decides
+    final.set_user_attr("final_steps", 30)
+    assert chosen_trial(study, final).value == 0.7  # a round at another length is not compared with this one
+
+
 @pytest.mark.slow
 def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     where = tmp_path / "search"
@@ -113,10 +133,10 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert len(configured) == 1 and configured[0]["trial"] == 0  # trial 0: the configured pair
     assert 0 <= report["references"]["untrained"] <= 1 and report["references"]["configured"] is not None
     assert (where / "report.png").exists() and "| trial | state |" in (where / "report.md").read_text()
-    # the final round: the two best complete trials and the configured pair, again for 12 steps
-    complete = [t for t in report["trials"] if t["state"] == "complete"]
+    # the final round: the configured pair and the two best other complete trials, again for 12 steps
+    others = [t for t in report["trials"] if t["state"] == "complete" and t["trial"] != 0]
     assert report["final_steps"] == 12
-    assert {f["trial"] for f in report["final"]} == {t["trial"] for t in complete[:2]} | {0}
+    assert {f["trial"] for f in report["final"]} == {t["trial"] for t in others[:2]} | {0}
     assert all(f["steps"] == 12 for f in report["final"]) and "## Final round: 12 steps each" in \
         (where / "report.md").read_text()
     chosen = max(report["final"], key=lambda f: f["value"])
@@ -137,7 +157,7 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert all(kept[t["trial"]] == t["value"] for t in again["trials"] if t["trial"] in kept)
     finals = {f["trial"]: f["value"] for f in report["final"]}  # the final round too: only a new finalist trains
     assert all(finals[f["trial"]] == f["value"] for f in again["final"] if f["trial"] in finals)
-    ranked = [t["trial"] for t in again["trials"] if t["state"] == "complete"]
+    ranked = [t["trial"] for t in again["trials"] if t["state"] == "complete" and t["trial"] != 0]
     assert {f["trial"] for f in again["final"]} == set(finals) | set(ranked[:2])
 
 
