@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .registry import AUGMENTATIONS
+from .registry import AUGMENTATIONS, GENERIC, MODALITIES
 
 # A batch is a tensor, or a mapping whose tensors share the batch dimension (e.g. token ids and
 # attention mask) and whose other values are constants of the whole batch (e.g. the [MASK] id).
@@ -163,6 +163,11 @@ class Augmentation(nn.Module):
         """Transform every row of ``x``, drawing independent random parameters per row."""
         raise NotImplementedError
 
+    def bind(self, axes: Mapping[str, int]) -> None:
+        """Called once the view pair is built, with the modality's named axes of the batch (dim by
+        name, ``Modality.axes``): a generic augmentation finds the axis it acts on here, and raises
+        ``ValueError`` when the batch lacks one it needs. Nothing to do for most."""
+
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
@@ -194,18 +199,70 @@ class ViewPair(nn.Module):
         return self.view1(x1, generator), self.view2(x2, generator)
 
 
+def modality_axes(modality: str) -> Mapping[str, int] | None:
+    return MODALITIES.get("", modality).axes
+
+
+def _offered(cls: type, axes: Mapping[str, int] | None) -> bool:
+    """Whether a generic augmentation can act on a batch with ``axes``: it needs a tensor batch
+    with named axes, and among them any it names in ``needs``."""
+    return axes is not None and set(getattr(cls, "needs", ())) <= set(axes)
+
+
+def augmentation_names(modality: str) -> list[str]:
+    """The augmentations a modality's views may use: its own, and the generic ones its batch
+    suits (a modality's own name wins over a generic one of the same name)."""
+    own = AUGMENTATIONS.names(modality)
+    axes = modality_axes(modality)
+    generic = [name for name in AUGMENTATIONS.names(GENERIC)
+               if name not in own and _offered(AUGMENTATIONS.get(GENERIC, name), axes)]
+    return sorted(own + generic)
+
+
+def generic_names(modality: str) -> list[str]:
+    """Which of :func:`augmentation_names` are generic ones."""
+    own = set(AUGMENTATIONS.names(modality))
+    return [name for name in augmentation_names(modality) if name not in own]
+
+
+def augmentation_class(modality: str, name: str) -> type[Augmentation]:
+    """The class registered as ``name`` for ``modality``, or the generic one; a clear error with
+    the closest name otherwise."""
+    if name in AUGMENTATIONS.names(modality):
+        return AUGMENTATIONS.get(modality, name)
+    available = augmentation_names(modality)
+    if name in available:
+        return AUGMENTATIONS.get(GENERIC, name)
+    if name in AUGMENTATIONS.names(GENERIC):
+        needs = getattr(AUGMENTATIONS.get(GENERIC, name), "needs", ())
+        axes = modality_axes(modality)
+        why = (f"a batch with a {' and a '.join(repr(n) for n in needs)} axis" if axes is not None
+               else "a tensor batch with named axes")
+        raise ConfigError(f"The generic augmentation {name!r} needs {why}, which modality {modality!r} does not "
+                          f"have ({', '.join(axes) if axes else 'its batch is not such a tensor'}). "
+                          f"Available: {', '.join(available)}.")
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"Unknown augmentation {name!r} for modality {modality!r}.{hint} Available: "
+                      f"{', '.join(available) or 'none'}. Run `mmbyol list` to see every registered name, "
+                      f"including those added by plugins.")
+
+
 def build_augmentation(modality: str, spec: Mapping[str, Any], where: str = "augment") -> Augmentation:
-    """One augmentation from a config item ``{name: ..., p: ..., other kwargs}``."""
+    """One augmentation from a config item ``{name: ..., p: ..., other kwargs}``, bound to the
+    modality's axes."""
     spec = dict(spec)
     if "name" not in spec:
         raise ConfigError(f"{where}: each augmentation needs a `name`, got {spec}. Example: {{name: solarize, p: 0.2}}")
     name = spec.pop("name")
-    cls = AUGMENTATIONS.get(modality, name)
+    cls = augmentation_class(modality, name)
     check_kwargs(cls, spec, f"{where} augmentation {name!r}")
     try:
-        return cls(**spec)
+        augmentation = cls(**spec)
+        augmentation.bind(modality_axes(modality) or {})
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where} augmentation {name!r}: {error}") from error
+    return augmentation
 
 
 def build_views(modality: str, view1: Sequence[Mapping[str, Any]], view2: Sequence[Mapping[str, Any]]) -> ViewPair:

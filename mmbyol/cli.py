@@ -67,7 +67,8 @@ def cmd_views(args) -> None:
 
 
 def cmd_list(args) -> None:
-    from .registry import AUGMENTATIONS, DATASETS, ENCODERS, MODALITIES
+    from .augment import generic_names
+    from .registry import AUGMENTATIONS, DATASETS, ENCODERS, GENERIC, MODALITIES
 
     for _, name, origin in MODALITIES.entries():
         modality = MODALITIES.get("", name)
@@ -77,6 +78,10 @@ def cmd_list(args) -> None:
             entries = [(n, o) for m, n, o in registry.entries() if m == name]
             listed = ", ".join(n + (f" [{o}]" if o != "mmbyol" else "") for n, o in entries)
             print(f"  {registry.kind + 's':<14} {listed or '-'}")
+        generic = set(generic_names(name))
+        entries = [(n, o) for m, n, o in AUGMENTATIONS.entries() if m == GENERIC and n in generic]
+        if entries:
+            print(f"  {'+ generic':<14} " + ", ".join(n + (f" [{o}]" if o != "mmbyol" else "") for n, o in entries))
 
 
 def cmd_config(args) -> None:

@@ -215,42 +215,54 @@ def run_features(cfg: DictConfig,
     return train_x, train_y, test_x, test_y, step, test_set
 
 
+def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                  eval_cfg: DictConfig) -> dict[str, Any]:
+    """The evaluation protocol on any frozen features (an encoder's, or a baseline's): the linear
+    probe with all labels, weighted kNN, and with ``labels_per_class`` the probe on that many
+    labels per class (the mean over ``label_draws`` draws); ``protocol`` describes it."""
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    grid = list(eval_cfg.l2_grid)
+    linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, eval_cfg.seed, l2_grid=grid)
+    result: dict[str, Any] = {
+        "linear_acc": round(linear_acc, 4),
+        "knn_acc": round(knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
+                                      eval_cfg.knn_k, eval_cfg.knn_temperature), 4),
+    }
+    n = eval_cfg.labels_per_class
+    if n is not None:
+        draws = few_label_probes(train_x, train_y, test_x, test_y, num_classes, n, eval_cfg.label_draws,
+                                 eval_cfg.seed, l2_grid=grid)
+        result[f"linear_acc_{n}"] = round(sum(draws) / len(draws), 4)
+        result[f"linear_acc_{n}_draws"] = [round(acc, 4) for acc in draws]
+    result["protocol"] = {
+        "linear": "logistic regression on standardized frozen features, L-BFGS to convergence, " + (
+            f"L2 chosen on held-out training data from {grid} (chose {l2:g})" if len(grid) > 1 else f"L2 {l2:g}"),
+        "knn": f"weighted kNN, cosine, k={eval_cfg.knn_k}, temperature={eval_cfg.knn_temperature}",
+        "labels_per_class": n,
+        "label_draws": eval_cfg.label_draws if n is not None else None,
+        "seed": eval_cfg.seed,
+    }
+    return result
+
+
 def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate the run's encoder (or, with ``eval.init=random``, an untrained one of the same
     config) and write ``eval.json`` (``eval-random.json``)."""
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, step, _ = run_features(cfg, run_dir)
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
-    grid = list(cfg.eval.l2_grid)
-    linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, cfg.eval.seed, l2_grid=grid)
+    metrics = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval)
+    protocol = metrics.pop("protocol")
     result: dict[str, Any] = {
-        "linear_acc": round(linear_acc, 4),
-        "knn_acc": round(knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
-                                      cfg.eval.knn_k, cfg.eval.knn_temperature), 4),
-    }
-    n = cfg.eval.labels_per_class
-    if n is not None:
-        draws = few_label_probes(train_x, train_y, test_x, test_y, num_classes, n, cfg.eval.label_draws, cfg.eval.seed,
-                                 l2_grid=grid)
-        result[f"linear_acc_{n}"] = round(sum(draws) / len(draws), 4)
-        result[f"linear_acc_{n}_draws"] = [round(acc, 4) for acc in draws]
-    result.update({
+        **metrics,
         "init": cfg.eval.init,
         "step": step,
         "data": cfg.data.name,
         "n_train": len(train_x),
         "n_test": len(test_x),
         "feature_dim": train_x.shape[1],
-        "protocol": {
-            "linear": "logistic regression on standardized frozen features, L-BFGS to convergence, " + (
-                f"L2 chosen on held-out training data from {grid} (chose {l2:g})" if len(grid) > 1 else f"L2 {l2:g}"),
-            "knn": f"weighted kNN, cosine, k={cfg.eval.knn_k}, temperature={cfg.eval.knn_temperature}",
-            "labels_per_class": n,
-            "label_draws": cfg.eval.label_draws if n is not None else None,
-            "seed": cfg.eval.seed,
-        },
+        "protocol": protocol,
         "seconds": round(time.perf_counter() - started, 1),
-    })
+    }
     name = "eval.json" if cfg.eval.init == "trained" else "eval-random.json"
     (run_dir / name).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mmbyol.plugins"
 # The modalities that ship with mmbyol; they register themselves on import, like any plugin.
-BUILTIN_MODULES = ("mmbyol.modalities.image", "mmbyol.modalities.audio", "mmbyol.modalities.text")
+BUILTIN_MODULES = ("mmbyol.generic", "mmbyol.modalities.image", "mmbyol.modalities.audio", "mmbyol.modalities.text",
+                   "mmbyol.modalities.timeseries")
+# The scope of augmentations registered for every modality (``register_augmentation(GENERIC, name)``):
+# offered to each modality whose batch has the axes they need (mmbyol.augment.augmentation_names).
+GENERIC = "*"
 
 
 class NameTaken(ValueError):
@@ -92,7 +96,8 @@ def register_encoder(modality: str, name: str):
 
 
 def register_augmentation(modality: str, name: str):
-    """Register an :class:`~mmbyol.augment.Augmentation` subclass under a modality and a name."""
+    """Register an :class:`~mmbyol.augment.Augmentation` subclass under a modality and a name;
+    under ``"*"`` (``GENERIC``), for every modality whose batch has the axes it needs."""
     return _decorator(AUGMENTATIONS, modality, name)
 
 

@@ -37,13 +37,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .augment import Augmentation
+from .augment import Augmentation, augmentation_class, augmentation_names
 from .config import load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
 from .modalities.base import get_modality
 from .monitor import Monitor, monitor_from_config
-from .registry import AUGMENTATIONS
 from .runtime import autocast_context, resolve_device
 
 log = logging.getLogger("mmbyol.search")
@@ -57,8 +56,9 @@ FINAL_STUDY_NAME = "mmbyol-final"  # the final round, in the same storage
 
 def candidates(cfg: DictConfig) -> list[str]:
     """The augmentations that may enter a view, in pipeline order: those of the configured views
-    in their order, then the modality's others by name (``search.augmentations`` narrows them)."""
-    registered = AUGMENTATIONS.names(cfg.modality)
+    in their order, then the modality's others and the generic ones its batch suits, by name
+    (``search.augmentations`` narrows them)."""
+    registered = augmentation_names(cfg.modality)
     configured = [spec["name"] for view in ("view1", "view2") for spec in cfg.augment[view]]
     order = list(dict.fromkeys([*configured, *registered]))
     wanted = cfg.search.augmentations
@@ -90,7 +90,7 @@ def suggest_recipe(trial, cfg: DictConfig, names: list[str]) -> dict[str, Any]:
             if not trial.suggest_categorical(f"{view}.{name}", [True, False]):
                 continue
             spec = base_spec(cfg, view, name)
-            cls: type[Augmentation] = AUGMENTATIONS.get(cfg.modality, name)
+            cls: type[Augmentation] = augmentation_class(cfg.modality, name)
             for option, space in cls.search_space.items():
                 value = space.suggest(trial, f"{view}.{name}.{option}")
                 spec[option] = round(value, 4) if isinstance(value, float) else value

@@ -52,6 +52,8 @@ def test_views_writes_a_picture(tmp_path, fashion_mnist):
 def test_list_and_config_print_the_registered_names_and_the_yaml():
     listing = run_cli("list").stdout
     assert "modality image" in listing and "random_resized_crop" in listing and "fashion-mnist" in listing
+    timeseries = listing[listing.index("modality timeseries"):]
+    assert "+ generic      amplitude_scale, crop_resize" in timeseries and "time_warp" in timeseries
     yaml = run_cli("config", "trainer.epochs=3").stdout
     assert "epochs: 3" in yaml and "name: small_cnn" in yaml
 

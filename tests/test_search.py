@@ -64,6 +64,7 @@ def test_a_plugins_declared_ranges_enter_the_search_space(plugin):
     assert names[:6] == ["random_resized_crop", "horizontal_flip", "color_jitter", "grayscale", "gaussian_blur",
                          "solarize"]
     assert "searchable_erase" in names
+    assert "crop_resize" in names and "time_warp" not in names  # generic ones the image batch suits
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
     for _ in range(12):

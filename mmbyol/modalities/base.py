@@ -30,6 +30,10 @@ class Modality:
     - ``render_views(original, view1, view2, path, info)``: a picture (or text) of view pairs, the
       prepared batch and its two views, written to ``path`` (``mmbyol views``; default file name
       ``views_file``);
+    - ``axes``: the named axes of the prepared batch, dim by name (``{"channel": 1, "time": 2}``),
+      for a batch that is one float tensor; the generic augmentations (``mmbyol.generic``) are
+      offered to such a modality and find the axis they act on by name. ``None`` (a batch of
+      token ids, a mapping): they are not offered;
     - ``channels_last``: use the channels-last memory format (image-like batches; faster
       convolutions on CUDA and on CPU);
     - ``config_file``: the modality's default YAML, for a modality that does not ship with mmbyol
@@ -42,6 +46,7 @@ class Modality:
     prepare: Callable[[Any, Any, dict[str, Any]], Any]
     render_views: Callable[[Any, Any, Any, Path, dict[str, Any]], None]
     views_file: str = "views.png"
+    axes: dict[str, int] | None = None
     channels_last: bool = False
     config_file: Path | None = None
     description: str = ""

@@ -25,6 +25,7 @@ register_modality(Modality(
     collate=collate_waves,
     prepare=prepare_audio,
     render_views=save_spectrograms,
+    axes={"channel": 1, "frequency": 2, "time": 3},
     channels_last=True,  # the CNN's maps of 32-64 channels convolve faster so (docs/performance.md)
     description="audio files as log-mel spectrograms (BYOL-A)",
 ))

@@ -8,61 +8,24 @@ import torch
 import torch.nn.functional as F
 
 from ...augment import Augmentation, Float, Int, Interval, interpolation_matrix, uniform
+from ...generic import MemoryMixup
 from ...registry import register_augmentation
 
 
 @register_augmentation("audio", "mixup")
-class LogMixupExp(Augmentation):
+class LogMixupExp(MemoryMixup):
     """BYOL-A's mixup: each sample gets a background sound from a memory of past inputs, mixed
-    in the linear power domain (``log((1 − λ)·e^x + λ·e^z)``, λ ~ U(0, ``ratio``)). The memory
-    keeps the last ``memory_size`` inputs (all rows, mixed or not) in float16 and is part of
-    the checkpoint. Nothing is mixed until the memory holds something."""
-
-    search_space = {"ratio": Float(0.0, 0.5), "p": Float(0.0, 1.0)}
+    in the linear power domain (``log((1 − λ)·e^x + λ·e^z)``, λ ~ U(0, ``ratio``)); the generic
+    ``memory_mixup`` with BYOL-A's mixing, and the same memory."""
 
     def __init__(self, ratio: float = 0.2, memory_size: int = 2048, log_mixup_exp: bool = True, p: float = 1.0):
-        super().__init__(p)
-        if not 0.0 <= ratio <= 1.0 or memory_size < 1:
-            raise ValueError(f"ratio must lie in [0, 1] and memory_size be positive; got {ratio}, {memory_size}")
-        self.ratio, self.memory_size, self.log_mixup_exp = ratio, memory_size, log_mixup_exp
-        self.register_buffer("memory", torch.empty(0, dtype=torch.float16))
-        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
-        self.register_buffer("position", torch.zeros((), dtype=torch.long))
+        super().__init__(ratio, memory_size, p)
+        self.log_mixup_exp = log_mixup_exp
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        out = super().forward(x, generator) if self.filled > 0 else x
-        self._remember(x)
-        return out
-
-    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        n = x.shape[0]
-        lam = uniform(n, 0.0, self.ratio, generator, x.device).view(n, *[1] * (x.dim() - 1))
-        pick = torch.randint(int(self.filled), (n,), generator=generator, device=x.device)
-        z = self.memory[pick].to(x.dtype)
+    def mix(self, x: torch.Tensor, z: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
         if self.log_mixup_exp:  # log-sum-exp form: exact identity at λ = 0, no overflow
             return torch.logaddexp(x + torch.log1p(-lam), z + lam.log())
-        return (1 - lam) * x + lam * z
-
-    @torch.no_grad()
-    def _remember(self, x: torch.Tensor) -> None:
-        if self.memory.shape[1:] != x.shape[1:]:
-            self.memory = torch.zeros(self.memory_size, *x.shape[1:], dtype=torch.float16, device=x.device)
-            self.filled.zero_()
-            self.position.zero_()
-        rows = x.detach()[-self.memory_size :]
-        index = (self.position + torch.arange(len(rows), device=x.device)) % self.memory_size
-        self.memory[index] = rows.to(torch.float16)
-        self.position.copy_((self.position + len(rows)) % self.memory_size)
-        self.filled.copy_(torch.clamp(self.filled + len(rows), max=self.memory_size))
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        saved = state_dict.get(prefix + "memory")
-        if saved is not None:  # the memory takes the saved shape (it is sized on the first batch)
-            self.memory = torch.empty_like(saved, device=self.memory.device)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def extra_repr(self) -> str:
-        return f"ratio={self.ratio}, memory_size={self.memory_size}, p={self.p}"
+        return super().mix(x, z, lam)
 
 
 @register_augmentation("audio", "random_resize_crop")

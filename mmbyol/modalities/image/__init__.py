@@ -40,6 +40,7 @@ register_modality(Modality(
     collate=collate_images,
     prepare=prepare_images,
     render_views=save_view_grid,
+    axes={"channel": 1, "height": 2, "width": 3},
     channels_last=True,
     description="images (uint8 tensors or image files)",
 ))

@@ -1,0 +1,67 @@
+"""Time series: multichannel sequences ``(channels, length)`` from the UCR/UEA archive's ``.ts``
+files or the user's arrays (``data``), the FCN and ResNet baselines and a patch Transformer
+(``encoders``). There are no time-series augmentations of its own: the default pair is made of
+generic ones (``mmbyol.generic``), which act on the batch ``(B, channels, length)`` by its axes'
+names. ``prepare`` normalizes each channel with the training split's mean and std, kept in the
+run's ``info``. docs/timeseries.md has the defaults and why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ...registry import register_modality
+from ..base import Modality
+from . import data, encoders  # noqa: F401  (each registers its parts)
+from .data import TimeSeriesDataConfig
+
+
+def collate_series(inputs: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(inputs)
+
+
+def prepare_series(batch: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
+    """Each channel normalized with the training split's mean and std; a missing value becomes 0,
+    the channel's mean."""
+    batch = batch.to(device, non_blocking=True).float()
+    mean = torch.tensor(info["mean"], device=device).view(1, -1, 1)
+    std = torch.tensor(info["std"], device=device).view(1, -1, 1)
+    return torch.nan_to_num((batch - mean) / std, nan=0.0)
+
+
+def save_lines(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
+               info: dict | None = None, channels: int = 3) -> None:
+    """A grid of line plots: a column per item, rows original / view 1 / view 2, the first
+    ``channels`` channels of each drawn as lines on one shared scale per item."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [x.float().cpu() for x in (original, view1, view2)]
+    n = len(rows[0])
+    figure, axes = plt.subplots(3, n, figsize=(2.2 * n + 0.6, 5.4), squeeze=False, sharex="col", sharey="col")
+    for row, (label, x) in enumerate(zip(("original", "view 1", "view 2"), rows)):
+        for item in range(n):
+            ax = axes[row][item]
+            for channel in range(min(channels, x.shape[1])):
+                ax.plot(x[item, channel].numpy(), linewidth=0.9)
+            ax.tick_params(labelsize=6)
+            if item == 0:
+                ax.set_ylabel(label)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+register_modality(Modality(
+    name="timeseries",
+    data_config=TimeSeriesDataConfig,
+    collate=collate_series,
+    prepare=prepare_series,
+    render_views=save_lines,
+    axes={"channel": 1, "time": 2},
+    description="multichannel series (UCR/UEA .ts, arrays) with generic augmentations",
+))

@@ -1,0 +1,370 @@
+"""Time-series data: the UCR/UEA archive's ``.ts`` format, the ``ucr`` data set (the sets a
+time-series package ships in its wheel, or the user's copy of the archive) and ``array-file`` for
+the user's own arrays. Every series becomes a float tensor ``(channels, length)`` at one length.
+
+Series of different lengths are resampled (linear interpolation) to ``data.length``, by default
+the training split's longest. Padding with a mask would keep the sampling rate, but then every
+augmentation and encoder would have to carry the mask; resampling keeps the batch a plain tensor
+that the generic augmentations act on, and each series' whole course, at the cost of its speed
+(which no development set's classes depend on). Missing values (``?``/NaN) at the end of a series
+shorten it; others become the channel's mean once normalized.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from ...config import DataConfig
+from ...errors import DataError
+from ...registry import register_dataset
+
+log = logging.getLogger(__name__)
+
+# the packages whose wheels carry UCR/UEA sets as NAME/NAME_{TRAIN,TEST}.ts, in the order searched
+UCR_PACKAGES = ("aeon", "sktime")
+
+
+@dataclass
+class TimeSeriesDataConfig(DataConfig):
+    name: str = "ucr"
+    set: str | None = None  # ucr: the set's name, e.g. JapaneseVowels (a name it lacks lists those it has)
+    # array-file: the user's files (.npy .npz .pt .csv .ts), and optionally label files for .npy
+    train: str | None = None
+    test: str | None = None
+    train_labels: str | None = None
+    test_labels: str | None = None
+    label_column: str = "label"  # array-file .csv: the header's label column; the others are the steps
+    length: int | None = None  # every series resampled to this many steps; null: the training split's longest
+
+
+# ------------------------------------------------------------------------------ the .ts format
+
+
+@dataclass
+class TSFile:
+    """A ``.ts`` file read: one ``(channels, length)`` float array per series (lengths may differ;
+    ``nan`` for missing values), the labels as written (``None`` when unlabelled), and the class
+    names the header declares."""
+
+    series: list[np.ndarray]
+    labels: list[str] | None
+    classes: list[str]
+
+
+def read_ts(path: str | Path) -> TSFile:
+    """The sktime/aeon ``.ts`` format: ``@`` header lines (``@classLabel true a b c``,
+    ``@dimensions``, ``@missing`` …), then after ``@data`` one series per line, its channels
+    separated by ``:``, values by ``,``, ``?`` for a missing value, and the class label last."""
+    path = Path(path)
+    labelled, classes, dimensions, series, labels = False, [], None, [], []
+    in_data = False
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if not in_data:
+                words = line.split()
+                key = words[0].lower()
+                if key == "@data":
+                    in_data = True
+                elif key == "@classlabel":
+                    labelled = len(words) > 1 and words[1].lower() == "true"
+                    classes = words[2:] if labelled else []
+                elif key == "@timestamps" and len(words) > 1 and words[1].lower() == "true":
+                    raise DataError(f"{path}: series with time stamps are not supported; write the values only "
+                                    f"(@timeStamps false).")
+                elif key == "@targetlabel" and len(words) > 1 and words[1].lower() == "true":
+                    raise DataError(f"{path} holds a regression target (@targetLabel); mmbyol reads class labels.")
+                elif key == "@dimensions" and len(words) > 1:
+                    dimensions = int(words[1])
+                elif not key.startswith("@"):
+                    raise DataError(f"{path}:{number}: expected a header line (@...) or @data, got {line[:40]!r}.")
+                continue
+            fields = line.split(":")
+            if labelled:
+                labels.append(fields.pop().strip())
+            try:
+                channels = [np.array(f.replace("?", "nan").split(","), dtype=np.float32) for f in fields]
+            except ValueError as error:
+                raise DataError(f"{path}:{number}: a value is not a number ({error}).") from error
+            if dimensions is not None and len(channels) != dimensions:
+                raise DataError(f"{path}:{number}: {len(channels)} channels, the header says @dimensions {dimensions}.")
+            length = max(len(c) for c in channels)
+            series.append(np.stack([np.pad(c, (0, length - len(c)), constant_values=np.nan) for c in channels]))
+    if not in_data:
+        raise DataError(f"{path} has no @data line: is it a .ts file?")
+    return TSFile(series, labels if labelled else None, classes)
+
+
+# ------------------------------------------------------------------------------ the data set
+
+
+def resample(series: np.ndarray, length: int) -> torch.Tensor:
+    """``(channels, steps)`` → ``(channels, length)`` by linear interpolation, after dropping the
+    steps at the end where every channel is missing."""
+    x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
+    present = (~torch.isnan(x)).any(dim=0).nonzero()
+    x = x[:, : int(present[-1]) + 1] if len(present) else x[:, :1]
+    if x.shape[1] == length:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, length).clone()
+    return F.interpolate(x[None], size=length, mode="linear", align_corners=True)[0]
+
+
+def series_length(series: np.ndarray) -> int:
+    present = (~np.isnan(series)).any(axis=0).nonzero()[0]
+    return int(present[-1]) + 1 if len(present) else 0
+
+
+class SeriesSet(Dataset):
+    """Series as ``(channels, length)`` float tensors with labels (-1 when unlabelled). ``info``
+    holds the shape and, for a training split, each channel's mean and std over its values
+    (missing ones aside), which ``prepare`` normalizes with; the run keeps them."""
+
+    def __init__(self, series: list[np.ndarray], labels: list[int], classes: list[str], length: int, training: bool,
+                 source: str):
+        kept = [i for i, s in enumerate(series) if series_length(s) > 0]
+        if len(kept) < len(series):
+            log.warning("skipping %d series with no values in %s", len(series) - len(kept), source)
+        self.x = torch.stack([resample(series[i], length) for i in kept]) if kept else torch.empty(0, 1, length)
+        self.labels = [labels[i] for i in kept]
+        self.classes, self.training, self.source = classes, training, source
+
+    @cached_property
+    def info(self) -> dict:
+        info = {"channels": self.x.shape[1], "length": self.x.shape[2]}
+        if self.training:
+            values = self.x.transpose(0, 1).reshape(self.x.shape[1], -1).double()
+            mean = values.nanmean(dim=1)
+            std = (values - mean[:, None]).pow(2).nanmean(dim=1).sqrt()
+            info["mean"] = torch.nan_to_num(mean).tolist()
+            info["std"] = [s if math.isfinite(s) and s > 1e-8 else 1.0 for s in std.tolist()]
+        return info
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int):
+        return self.x[index], self.labels[index]
+
+
+def label_indices(labels: list[str] | None, classes: list[str], where: str) -> list[int]:
+    if labels is None:
+        return []
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise DataError(f"{where}: label {unknown[0]!r} is not a class of the training split ({', '.join(classes)}).")
+    index = {name: i for i, name in enumerate(classes)}
+    return [index[label] for label in labels]
+
+
+def class_names(labels: list[str]) -> list[str]:
+    """Distinct labels, in numeric order when they are all numbers, else in text order."""
+    distinct = set(labels)
+    try:
+        return sorted(distinct, key=float)
+    except ValueError:
+        return sorted(distinct)
+
+
+def build(train: tuple[list[np.ndarray], list[str] | None], split_data: tuple[list[np.ndarray], list[str] | None],
+          declared: list[str], cfg: TimeSeriesDataConfig, split: str, source: str) -> SeriesSet:
+    """A split's :class:`SeriesSet`, its classes and length taken from the training split."""
+    train_series, train_labels = train
+    series, labels = split_data
+    classes = declared or (class_names(train_labels) if train_labels else [])
+    if labels is not None and not classes:
+        labels = None  # a labelled test split for an unlabelled training split: nothing to probe with
+    length = cfg.length or max((series_length(s) for s in train_series), default=1)
+    indices = label_indices(labels, classes, source) if labels is not None else [-1] * len(series)
+    return SeriesSet(series, indices, classes, length, split == "train", source)
+
+
+# ------------------------------------------------------------------------------ ucr
+
+
+def packaged_ucr_folders() -> list[Path]:
+    """The data folders of the installed packages that ship UCR/UEA sets (found without importing
+    them: reading a file needs none of their code)."""
+    folders = []
+    for package in UCR_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        for location in (spec.submodule_search_locations or []) if spec else []:
+            folder = Path(location) / "datasets" / "data"
+            if folder.is_dir():
+                folders.append(folder)
+    return folders
+
+
+def ucr_sets(root: str | None = None) -> dict[str, Path]:
+    """Set name → its folder (``NAME/NAME_TRAIN.ts`` and ``NAME_TEST.ts``): under ``root``, or in
+    the installed packages."""
+    folders = [Path(root).expanduser()] if root else packaged_ucr_folders()
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for train in sorted(folder.glob("*/*_TRAIN.ts")):
+            name = train.name[: -len("_TRAIN.ts")]
+            if train.parent.name == name and (train.parent / f"{name}_TEST.ts").is_file():
+                found.setdefault(name, train.parent)
+    return found
+
+
+@lru_cache(maxsize=16)
+def _read_cached(path: str, mtime: float) -> TSFile:
+    return read_ts(path)
+
+
+def read_ts_cached(path: Path) -> TSFile:
+    return _read_cached(str(path), path.stat().st_mtime)
+
+
+@register_dataset("timeseries", "ucr")
+def ucr(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
+    """A UCR/UEA classification set by name (``data.set``): from ``data.root`` (a copy of the
+    archive, ``ROOT/NAME/NAME_TRAIN.ts``) or from an installed package that ships it (aeon, sktime:
+    ``pip install aeon``). Train and test are the archive's own split."""
+    sets = ucr_sets(cfg.root)
+    where = f"data.root={cfg.root}" if cfg.root else f"the installed packages ({', '.join(UCR_PACKAGES)})"
+    if not sets:
+        raise DataError(f"No UCR/UEA sets found in {where}. Install a package that ships some "
+                        f"(`pip install aeon`, or `pip install 'mmbyol[timeseries]'`), or point data.root at a copy "
+                        f"of the archive (ROOT/NAME/NAME_TRAIN.ts, ROOT/NAME/NAME_TEST.ts).")
+    if cfg.set not in sets:
+        what = "needs data.set=NAME" if cfg.set is None else f"has no set {cfg.set!r} in {where}"
+        raise DataError(f"ucr {what}. Available: {', '.join(sets)}.")
+    folder = sets[cfg.set]
+    train = read_ts_cached(folder / f"{cfg.set}_TRAIN.ts")
+    data = train if split == "train" else read_ts_cached(folder / f"{cfg.set}_{split.upper()}.ts")
+    return build((train.series, train.labels), (data.series, data.labels), train.classes, cfg, split,
+                 str(folder / f"{cfg.set}_{split.upper()}.ts"))
+
+
+# ------------------------------------------------------------------------------ array-file
+
+
+ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".csv", ".ts")
+X_KEYS, Y_KEYS = ("x", "X", "data", "series"), ("y", "Y", "label", "labels", "target")
+
+
+def _as_series(array, path: Path) -> list[np.ndarray]:
+    array = np.asarray(array, dtype=np.float32)
+    if array.ndim == 2:  # (items, steps): one channel
+        array = array[:, None, :]
+    if array.ndim != 3:
+        raise DataError(f"{path}: expected an array of (items, steps) or (items, channels, steps), got shape "
+                        f"{array.shape}.")
+    return list(array)
+
+
+def _pick(mapping, keys: tuple[str, ...]):
+    return next((mapping[k] for k in keys if k in mapping), None)
+
+
+def read_labels(path: Path) -> list[str]:
+    if path.suffix == ".npy":
+        return [str(v) for v in np.load(path, allow_pickle=False).reshape(-1).tolist()]
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_array_file(path: Path, labels_path: Path | None,
+                    label_column: str) -> tuple[list[np.ndarray], list[str] | None]:
+    """Series and labels (``None`` when unlabelled) from one of the ``array-file`` formats."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist.")
+    suffix = path.suffix.lower()
+    labels = None
+    if suffix == ".ts":
+        ts = read_ts(path)
+        series, labels = ts.series, ts.labels
+    elif suffix == ".npy":
+        series = _as_series(np.load(path, allow_pickle=False), path)
+    elif suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = dict(archive)
+        x = _pick(arrays, X_KEYS)
+        if x is None:
+            raise DataError(f"{path} holds {', '.join(arrays)}; name the series array one of {', '.join(X_KEYS)}.")
+        series, y = _as_series(x, path), _pick(arrays, Y_KEYS)
+        labels = None if y is None else [str(v) for v in np.asarray(y).reshape(-1).tolist()]
+    elif suffix == ".pt":
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(loaded, dict):
+            x, y = _pick(loaded, X_KEYS), _pick(loaded, Y_KEYS)
+        elif isinstance(loaded, (tuple, list)):
+            x, y = loaded[0], loaded[1] if len(loaded) > 1 else None
+        else:
+            x, y = loaded, None
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"{path}: expected a tensor, (x, y), or a dict with x and y.")
+        series = _as_series(x.float().numpy(), path)
+        labels = None if y is None else [str(v) for v in torch.as_tensor(y).reshape(-1).tolist()]
+    elif suffix == ".csv":
+        series, labels = _read_csv(path, label_column)
+    else:
+        raise DataError(f"{path}: array-file reads {', '.join(ARRAY_SUFFIXES)}; convert the data to one of them.")
+    if labels_path is not None:
+        labels = read_labels(labels_path)
+    if labels is not None and len(labels) != len(series):
+        raise DataError(f"{path}: {len(series)} series but {len(labels)} labels.")
+    return series, labels
+
+
+def _read_csv(path: Path, label_column: str) -> tuple[list[np.ndarray], list[str] | None]:
+    """One univariate series per row; a header row, when the first row is not all numbers, may
+    name a label column."""
+    with path.open(newline="", encoding="utf-8") as file:
+        rows = [row for row in csv.reader(file) if row]
+    if not rows:
+        return [], None
+    label_at = None
+    try:
+        [float(v) for v in rows[0]]
+    except ValueError:
+        header, rows = rows[0], rows[1:]
+        label_at = header.index(label_column) if label_column in header else None
+    labels = [row[label_at] for row in rows] if label_at is not None else None
+    series = []
+    for number, row in enumerate(rows, 2 if label_at is not None else 1):
+        values = [v for i, v in enumerate(row) if i != label_at]
+        try:
+            series.append(np.array([float(v) if v.strip() not in ("", "?") else np.nan for v in values],
+                                   dtype=np.float32)[None])
+        except ValueError as error:
+            raise DataError(f"{path}:{number}: a value is not a number ({error}).") from error
+    return series, labels
+
+
+@register_dataset("timeseries", "array-file")
+def array_file(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
+    """The user's series in ``data.train`` and ``data.test``: ``.npy`` (items × steps, or items ×
+    channels × steps; labels in ``data.train_labels``/``data.test_labels``, .npy or one per line),
+    ``.npz`` and ``.pt`` (x and y), ``.csv`` (one series per row, a ``label`` column in the header),
+    ``.ts``."""
+    if cfg.train is None:
+        raise DataError("array-file needs data.train=FILE (and data.test=FILE to evaluate): .npy, .npz, .pt, .csv "
+                        "or .ts; labels inside the file, or data.train_labels=FILE for .npy.")
+    if split != "train" and cfg.test is None:
+        raise DataError(f"array-file has no {split} split: set data.test=FILE (labelled series to evaluate on).")
+    def label_file(key: str) -> Path | None:
+        return Path(getattr(cfg, key)).expanduser() if getattr(cfg, key) else None
+
+    train = read_array_file(Path(cfg.train).expanduser(), label_file("train_labels"), cfg.label_column)
+    data = train if split == "train" else read_array_file(Path(cfg.test).expanduser(), label_file("test_labels"),
+                                                          cfg.label_column)
+    if split != "train" and data[1] is None:
+        raise DataError(f"data.test={cfg.test} has no labels: evaluation needs them (inside the file, or "
+                        f"data.test_labels=FILE).")
+    return build(train, data, [], cfg, split, str(cfg.train if split == "train" else cfg.test))

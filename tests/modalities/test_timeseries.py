@@ -1,0 +1,184 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mmbyol.config import load_config
+from mmbyol.data import build_dataset
+from mmbyol.errors import DataError
+from mmbyol.modalities.base import build_encoder
+from mmbyol.modalities.timeseries import prepare_series
+from mmbyol.modalities.timeseries.data import packaged_ucr_folders, read_ts, resample
+
+from ..conftest import run_cli
+
+TS_TINY = ["modality=timeseries", "data.batch_size=16", "trainer.max_steps=6", "trainer.progress=false",
+           "trainer.log_every=2", "model.hidden_dim=64", "model.projection_dim=32", "device=cpu",
+           "encoder.channels=[16, 32, 16]"]
+
+
+def write_ts(path, series, labels, classes, header_extra=""):
+    """A ``.ts`` file as the archive writes it: channels separated by ':', the label last."""
+    lines = ["# a comment", "@problemName Tiny", "@timeStamps false", "@missing true",
+             f"@univariate {'true' if series[0].shape[0] == 1 else 'false'}", f"@dimensions {series[0].shape[0]}",
+             "@equalLength false", f"@classLabel true {' '.join(classes)}", header_extra, "@data"]
+    for x, label in zip(series, labels):
+        channels = [",".join("?" if math.isnan(v) else f"{v:.5f}" for v in channel) for channel in x]
+        lines.append(":".join(channels) + f":{label}")
+    path.write_text("\n".join(line for line in lines if line) + "\n")
+
+
+def two_shapes(n, length_range, seed, channels=2):
+    """Series of two classes: a sine (class a) or a square wave (class b), random phase and length."""
+    rng = np.random.default_rng(seed)
+    series, labels = [], []
+    for i in range(n):
+        length = int(rng.integers(*length_range))
+        t = np.linspace(0, 4 * np.pi, length) + rng.uniform(0, 2 * np.pi)
+        wave = np.sin(t) if i % 2 == 0 else np.sign(np.sin(t))
+        series.append(np.stack([wave * (c + 1) + 0.1 * rng.standard_normal(length) for c in range(channels)]))
+        labels.append("a" if i % 2 == 0 else "b")
+    return series, labels
+
+
+@pytest.fixture(scope="module")
+def ucr_root(tmp_path_factory):
+    """A miniature archive: ROOT/Tiny/Tiny_TRAIN.ts and Tiny_TEST.ts, two channels, lengths 20-39."""
+    root = tmp_path_factory.mktemp("ucr")
+    (root / "Tiny").mkdir()
+    for split, n, seed in (("TRAIN", 48, 0), ("TEST", 20, 1)):
+        series, labels = two_shapes(n, (20, 40), seed)
+        write_ts(root / "Tiny" / f"Tiny_{split}.ts", series, labels, ["a", "b"])
+    return root
+
+
+def test_read_ts_reads_channels_labels_variable_lengths_and_missing_values(tmp_path):
+    x = [np.array([[1.0, 2.0, 3.0], [4.0, float("nan"), 6.0]]), np.array([[7.0, 8.0], [9.0, 10.0]])]
+    write_ts(tmp_path / "a.ts", x, ["2", "10"], ["2", "10"])
+    ts = read_ts(tmp_path / "a.ts")
+    assert ts.classes == ["2", "10"] and ts.labels == ["2", "10"]
+    assert ts.series[0].shape == (2, 3) and np.isnan(ts.series[0][1, 1]) and ts.series[1].shape == (2, 2)
+    assert ts.series[1].tolist() == [[7.0, 8.0], [9.0, 10.0]]
+
+
+def test_read_ts_refuses_what_it_cannot_read(tmp_path):
+    (tmp_path / "stamps.ts").write_text("@timeStamps true\n@data\n(0,1),(1,2):a\n")
+    with pytest.raises(DataError, match="time stamps"):
+        read_ts(tmp_path / "stamps.ts")
+    (tmp_path / "bad.ts").write_text("@dimensions 2\n@classLabel true a\n@data\n1,2:3,x:a\n")
+    with pytest.raises(DataError, match="bad.ts:4: a value is not a number"):
+        read_ts(tmp_path / "bad.ts")
+    (tmp_path / "dims.ts").write_text("@dimensions 2\n@classLabel true a\n@data\n1,2:a\n")
+    with pytest.raises(DataError, match="1 channels, the header says @dimensions 2"):
+        read_ts(tmp_path / "dims.ts")
+
+
+def test_resample_drops_missing_steps_at_the_end_and_interpolates_linearly():
+    x = np.array([[0.0, 1.0, 2.0, float("nan")], [0.0, 2.0, 4.0, float("nan")]])
+    out = resample(x, 5)
+    assert out.tolist() == [[0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 1.0, 2.0, 3.0, 4.0]]
+    assert resample(np.array([[3.0]]), 4).tolist() == [[3.0] * 4]
+
+
+def test_ucr_from_a_copy_of_the_archive_resamples_to_the_longest_training_series(ucr_root):
+    cfg = load_config(["modality=timeseries", f"data.root={ucr_root}", "data.set=Tiny"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert len(train) == 48 and len(test) == 20 and train.classes == test.classes == ["a", "b"]
+    x, label = train[0]
+    longest = max(len(line.split(":")[0].split(",")) for line in
+                  (ucr_root / "Tiny" / "Tiny_TRAIN.ts").read_text().splitlines() if not line.startswith(("@", "#")))
+    assert x.shape == (2, longest) and test[0][0].shape == (2, longest) and label == 0
+    info = train.info
+    assert info["channels"] == 2 and info["length"] == longest and len(info["mean"]) == len(info["std"]) == 2
+    batch = prepare_series(torch.stack([train[i][0] for i in range(48)]), torch.device("cpu"), info)
+    assert torch.allclose(batch.mean(dim=(0, 2)), torch.zeros(2), atol=1e-4)
+    assert torch.allclose(batch.std(dim=(0, 2)), torch.ones(2), atol=1e-2)
+    fixed = build_dataset(load_config(["modality=timeseries", f"data.root={ucr_root}", "data.set=Tiny",
+                                       "data.length=64"]), "test")
+    assert fixed[0][0].shape == (2, 64)
+
+
+def test_ucr_names_the_sets_it_has(ucr_root, tmp_path):
+    cfg = load_config(["modality=timeseries", f"data.root={ucr_root}", "data.set=Tinny"])
+    with pytest.raises(DataError, match="no set 'Tinny'.*Available: Tiny"):
+        build_dataset(cfg, "train")
+    with pytest.raises(DataError, match="No UCR/UEA sets found.*pip install aeon"):
+        build_dataset(load_config(["modality=timeseries", f"data.root={tmp_path}"]), "train")
+
+
+@pytest.mark.skipif(not packaged_ucr_folders(), reason="no package with UCR/UEA sets installed (pip install aeon)")
+def test_ucr_reads_the_development_sets_from_the_installed_package():
+    for name, n_train, n_test, channels, length, classes in (("JapaneseVowels", 270, 370, 12, 26, 9),
+                                                             ("GunPoint", 50, 150, 1, 150, 2),
+                                                             ("OSULeaf", 200, 242, 1, 427, 6)):
+        cfg = load_config(["modality=timeseries", f"data.set={name}"])
+        train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+        assert (len(train), len(test), len(train.classes)) == (n_train, n_test, classes)
+        assert train[0][0].shape == (channels, length) and torch.isfinite(train.x).all()
+
+
+def test_array_files_in_every_format(tmp_path):
+    series, labels = two_shapes(12, (30, 31), seed=0, channels=3)
+    x = np.stack(series).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.array(labels))
+    np.savez(tmp_path / "d.npz", x=x, y=np.array(labels))
+    torch.save({"x": torch.from_numpy(x), "y": torch.tensor([0 if s == "a" else 1 for s in labels])}, tmp_path / "d.pt")
+    rows = ["label," + ",".join(f"t{i}" for i in range(30))]
+    rows += [f"{label}," + ",".join(f"{v:.4f}" for v in s[0]) for s, label in zip(series, labels)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    for train, extra, channels, classes in (("x.npy", ["data.train_labels=" + str(tmp_path / "y.npy")], 3, ["a", "b"]),
+                                            ("d.npz", [], 3, ["a", "b"]), ("d.pt", [], 3, ["0", "1"]),
+                                            ("d.csv", [], 1, ["a", "b"])):
+        cfg = load_config(["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / train}", *extra])
+        dataset = build_dataset(cfg, "train")
+        assert len(dataset) == 12 and dataset.classes == classes and dataset[0][0].shape == (channels, 30)
+        assert [dataset[i][1] for i in range(4)] == [0, 1, 0, 1]
+    unlabelled = build_dataset(load_config(["modality=timeseries", "data.name=array-file",
+                                            f"data.train={tmp_path / 'x.npy'}"]), "train")
+    assert unlabelled.classes == [] and unlabelled[0][1] == -1
+
+
+def test_array_file_errors_say_what_to_do(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 10), dtype=np.float32))
+    (tmp_path / "y.txt").write_text("a\nb\na\n")
+    base = ["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'x.npy'}"]
+    with pytest.raises(DataError, match="4 series but 3 labels"):
+        build_dataset(load_config([*base, f"data.train_labels={tmp_path / 'y.txt'}"]), "train")
+    with pytest.raises(DataError, match="set data.test=FILE"):
+        build_dataset(load_config(base), "test")
+    (tmp_path / "y4.txt").write_text("a\nb\na\nb\n")
+    (tmp_path / "t.txt").write_text("a\nc\na\nb\n")
+    with pytest.raises(DataError, match="label 'c' is not a class of the training split"):
+        build_dataset(load_config([*base, f"data.train_labels={tmp_path / 'y4.txt'}", f"data.test={tmp_path / 'x.npy'}",
+                                   f"data.test_labels={tmp_path / 't.txt'}"]), "test")
+    with pytest.raises(DataError, match="needs data.train=FILE"):
+        build_dataset(load_config(["modality=timeseries", "data.name=array-file"]), "train")
+
+
+@pytest.mark.parametrize("name, options", [("fcn", {}), ("resnet1d", {}), ("patch_transformer", {"patch": 8})])
+def test_encoders_take_any_length(name, options):
+    encoder = build_encoder("timeseries", {"name": name, **options}, {"channels": 3, "length": 29}).eval()
+    for length in (29, 7, 100):
+        assert encoder(torch.randn(4, 3, length)).shape == (4, encoder.out_dim)
+
+
+@pytest.mark.slow
+def test_train_eval_and_views_through_the_cli(ucr_root, tmp_path):
+    data = [f"data.root={ucr_root}", "data.set=Tiny"]
+    run_dir = tmp_path / "run"
+    run_cli("train", *TS_TINY, *data, f"run.dir={run_dir}")
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=5", "eval.l2_grid=[0.01]")
+                         .stdout.splitlines()[-1])
+    assert metrics["n_train"] == 48 and metrics["n_test"] == 20 and metrics["linear_acc"] >= 0.8  # sine vs square
+    assert "linear_acc_5" in metrics
+    config = (run_dir / "config.yaml").read_text()
+    assert "crop_resize" in config and "time_warp" in config  # the default pair: generic augmentations
+    out = tmp_path / "views.png"
+    run_cli("views", "modality=timeseries", *data, "n=4", f"out={out}", "device=cpu")
+    from PIL import Image
+
+    with Image.open(out) as image:
+        assert image.width > 400 and image.height > 300
