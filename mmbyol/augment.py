@@ -64,13 +64,20 @@ def bernoulli(n: int, p: float, generator: torch.Generator, device: torch.device
     return torch.rand(n, generator=generator, device=device) < p
 
 
+def window_positions(start: torch.Tensor, length: torch.Tensor, size_in: int, size_out: int) -> torch.Tensor:
+    """``(n, size_out)`` positions, in input samples (0 … size_in − 1, clamped), at which
+    ``size_out`` evenly spaced outputs read the window [start, start + length) (fractions of the
+    side) of each sample: the centres of the output cells, as ``align_corners=False`` places them."""
+    centres = (torch.arange(size_out, device=start.device, dtype=start.dtype) + 0.5) / size_out
+    return ((start[:, None] + length[:, None] * centres) * size_in - 0.5).clamp(0, size_in - 1)
+
+
 def interpolation_matrix(start: torch.Tensor, length: torch.Tensor, size_in: int, size_out: int) -> torch.Tensor:
     """Per-sample ``(size_out, size_in)`` matrices of 1-D bilinear resampling of the window
     [start, start + length) (fractions of the side) to ``size_out`` pixels. Crops are
     axis-aligned, so two batched matmuls do what ``grid_sample`` does (same values:
     ``align_corners=False``, border padding), in about half the time on a CPU."""
-    centres = (torch.arange(size_out, device=start.device, dtype=start.dtype) + 0.5) / size_out
-    position = ((start[:, None] + length[:, None] * centres) * size_in - 0.5).clamp(0, size_in - 1)
+    position = window_positions(start, length, size_in, size_out)
     low = position.floor()
     weight_high = position - low
     high = (low + 1).clamp(max=size_in - 1)
@@ -78,6 +85,20 @@ def interpolation_matrix(start: torch.Tensor, length: torch.Tensor, size_in: int
     matrix.scatter_add_(2, low.long().unsqueeze(-1), (1 - weight_high).unsqueeze(-1))
     matrix.scatter_add_(2, high.long().unsqueeze(-1), weight_high.unsqueeze(-1))
     return matrix
+
+
+def bands(start: torch.Tensor, width: torch.Tensor | int, size: int) -> torch.Tensor:
+    """``(n, size)`` masks, True inside any of each sample's bands [start, start + width) along an
+    axis of ``size`` steps; ``start`` (and a tensor ``width``) are ``(n, count, 1)``."""
+    position = torch.arange(size, device=start.device)
+    return ((position >= start) & (position < start + width)).any(dim=1)
+
+
+def along_axis(values: torch.Tensor, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Per-sample values over one axis, ``(n, x.shape[dim])``, viewed to broadcast against ``x``."""
+    shape = [x.shape[0]] + [1] * (x.dim() - 1)
+    shape[dim] = x.shape[dim]
+    return values.view(shape)
 
 
 # ------------------------------------------------------------------ search-space declarations

@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from .augment import Augmentation, Float, Int, Interval, uniform
+from .augment import Augmentation, Float, Int, Interval, along_axis, bands, uniform, window_positions
 from .registry import GENERIC, register_augmentation
 
 
@@ -155,11 +155,7 @@ class SpanMask(AxisAugmentation):
         width = max(1, round(self.span * size))
         count = max(1, round(self.ratio * size / width)) if self.ratio > 0 else 0
         start = torch.randint(size - width + 1, (n, count, 1), generator=generator, device=x.device)
-        position = torch.arange(size, device=x.device)
-        masked = ((position >= start) & (position < start + width)).any(dim=1)  # (n, size)
-        shape = [n] + [1] * (x.dim() - 1)
-        shape[dim] = size
-        return x.masked_fill(masked.view(shape), self.value)
+        return x.masked_fill(along_axis(bands(start, width, size), x, dim), self.value)
 
     def extra_repr(self) -> str:
         return f"ratio={self.ratio}, span={self.span}, axis={self.axis}, p={self.p}"
@@ -185,9 +181,7 @@ class CropResize(AxisAugmentation):
         n, size = x.shape[0], x.shape[dim]
         length = uniform(n, *self.scale, generator, x.device)
         start = torch.rand(n, generator=generator, device=x.device) * (1 - length)
-        centres = (torch.arange(size, device=x.device) + 0.5) / size
-        position = (start[:, None] + length[:, None] * centres) * size - 0.5
-        return sample_along(x, dim, position)
+        return sample_along(x, dim, window_positions(start, length, size, size))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, axis={self.axis}, p={self.p}"
@@ -292,18 +286,10 @@ class AmplitudeScale(AxisAugmentation):
         return f"std={self.std}, per_channel={self.per_channel}, p={self.p}"
 
 
-def smooth_curves(n: int, knots: int, size: int, strength: float, generator: torch.Generator,
-                  device: torch.device) -> torch.Tensor:
-    """``(n, size)`` smooth random curves around 1: values ~ N(1, strength²) at ``knots + 2``
-    evenly spaced points (the two ends included), linearly interpolated, floored at 0.05."""
-    values = 1 + strength * torch.randn(n, 1, knots + 2, generator=generator, device=device)
-    return F.interpolate(values, size=size, mode="linear", align_corners=True).squeeze(1).clamp_min(0.05)
-
-
-@register_augmentation(GENERIC, "magnitude_warp")
-class MagnitudeWarp(AxisAugmentation):
-    """The sample multiplied along an axis by a smooth random curve around 1 (Um et al.):
-    ``knots`` interior points ~ N(1, strength²), interpolated between."""
+class SmoothCurve(AxisAugmentation):
+    """An augmentation driven by a smooth random curve around 1 along an axis: values ~
+    N(1, strength²) at ``knots`` interior points and the two ends, linearly interpolated, floored
+    at 0.05 (Um et al.'s magnitude and time warps)."""
 
     search_space = {"strength": Float(0.05, 0.6), "knots": Int(1, 8), "p": Float(0.0, 1.0)}
 
@@ -313,35 +299,38 @@ class MagnitudeWarp(AxisAugmentation):
             raise ValueError(f"strength and knots must be non-negative, got {strength}, {knots}")
         self.strength, self.knots = strength, knots
 
-    def along(self, x: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
-        n, size = x.shape[0], x.shape[dim]
-        curve = smooth_curves(n, self.knots, size, self.strength, generator, x.device)
-        shape = [n] + [1] * (x.dim() - 1)
-        shape[dim] = size
-        return (x * curve.view(shape)).to(x.dtype)
+    def curves(self, n: int, size: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """``(n, size)`` curves, one per sample."""
+        values = 1 + self.strength * torch.randn(n, 1, self.knots + 2, generator=generator, device=device)
+        return F.interpolate(values, size=size, mode="linear", align_corners=True).squeeze(1).clamp_min(0.05)
 
     def extra_repr(self) -> str:
         return f"strength={self.strength}, knots={self.knots}, axis={self.axis}, p={self.p}"
 
 
+@register_augmentation(GENERIC, "magnitude_warp")
+class MagnitudeWarp(SmoothCurve):
+    """The sample multiplied along an axis by a smooth random curve around 1 (Um et al.)."""
+
+    def along(self, x: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
+        curve = self.curves(x.shape[0], x.shape[dim], generator, x.device)
+        return (x * along_axis(curve, x, dim)).to(x.dtype)
+
+
 @register_augmentation(GENERIC, "time_warp")
-class TimeWarp(AxisAugmentation):
+class TimeWarp(SmoothCurve):
     """Time run faster and slower in turn (Um et al.): the local speed is a smooth random curve
-    around 1 (``knots`` interior points ~ N(1, strength²)), and the sample is read at the times it
-    integrates to, rescaled so that the first and last instants stay in place."""
+    around 1, and the sample is read at the times it integrates to, rescaled so that the first and
+    last instants stay in place."""
 
     needs = ("time",)
-    search_space = {"strength": Float(0.05, 0.6), "knots": Int(1, 8), "p": Float(0.0, 1.0)}
 
     def __init__(self, strength: float = 0.2, knots: int = 4, p: float = 1.0):
-        super().__init__("time", p)
-        if strength < 0 or knots < 0:
-            raise ValueError(f"strength and knots must be non-negative, got {strength}, {knots}")
-        self.strength, self.knots = strength, knots
+        super().__init__(strength, knots, "time", p)
 
     def along(self, x: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
         n, size = x.shape[0], x.shape[dim]
-        speed = smooth_curves(n, self.knots, size, self.strength, generator, x.device)
+        speed = self.curves(n, size, generator, x.device)
         elapsed = torch.cat([torch.zeros(n, 1, device=x.device), speed[:, 1:].cumsum(dim=1)], dim=1)
         position = elapsed / elapsed[:, -1:].clamp_min(1e-12) * (size - 1)
         return sample_along(x, dim, position)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ...augment import Augmentation, Float, Int, Interval, interpolation_matrix, uniform
+from ...augment import Augmentation, Float, Int, Interval, along_axis, bands, interpolation_matrix, uniform
 from ...generic import MemoryMixup
 from ...registry import register_augmentation
 
@@ -185,11 +185,7 @@ class _Masking(Augmentation):
         widest = min(self.max_width, size)
         width = (torch.rand(n, self.count, 1, generator=generator, device=x.device) * (widest + 1)).floor()
         start = (torch.rand(n, self.count, 1, generator=generator, device=x.device) * (size - width + 1)).floor()
-        position = torch.arange(size, device=x.device)
-        masked = ((position >= start) & (position < start + width)).any(dim=1)  # (n, size)
-        shape = [n, 1, 1, 1]
-        shape[self.axis] = size
-        return x.masked_fill(masked.view(shape), self.value)
+        return x.masked_fill(along_axis(bands(start, width, size), x, x.dim() + self.axis), self.value)
 
     def extra_repr(self) -> str:
         return f"max_width={self.max_width}, count={self.count}, p={self.p}"

@@ -114,9 +114,7 @@ def read_ts(path: str | Path) -> TSFile:
 def resample(series: np.ndarray, length: int) -> torch.Tensor:
     """``(channels, steps)`` → ``(channels, length)`` by linear interpolation, after dropping the
     steps at the end where every channel is missing."""
-    x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))
-    present = (~torch.isnan(x)).any(dim=0).nonzero()
-    x = x[:, : int(present[-1]) + 1] if len(present) else x[:, :1]
+    x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))[:, : max(series_length(series), 1)]
     if x.shape[1] == length:
         return x
     if x.shape[1] == 1:
