@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -97,7 +98,11 @@ def main() -> None:
     parser.add_argument("--labels-per-class", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path("runs/timeseries-benchmark"))
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args()
+    # key=value anywhere, also right after a list option such as --methods, which would take it
+    argv = sys.argv[1:]
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    args.overrides = overrides
     n = args.labels_per_class
     eval_overrides = [f"eval.labels_per_class={n}"]
     records, started = [], time.perf_counter()
