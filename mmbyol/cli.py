@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .errors import MMBYOLError
+from .errors import MMBYOLError, Stopped
 
 log = logging.getLogger("mmbyol")
 
@@ -169,9 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     except MMBYOLError as error:
         print(f"mmbyol: error: {error}", file=sys.stderr)
         return 2
+    except Stopped as stopped:  # after a checkpoint: 128 + the signal, as a process that signal killed
+        print(f"mmbyol: stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
+        return 128 + stopped.signum
     except KeyboardInterrupt:
         print("mmbyol: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -19,3 +19,13 @@ class CheckpointError(MMBYOLError):
 
 class TrainingDiverged(MMBYOLError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Training stopped on a signal after saving a checkpoint: Ctrl-C (SIGINT), or SIGTERM or SIGUSR1,
+    which clusters send before they pre-empt a job. The CLI exits with 128 + ``signum``, the code a
+    process killed by that signal has, so a scheduler sees the job as interrupted and can requeue it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 from functools import partial
+from typing import Any
 
 import torch
 
@@ -85,25 +86,35 @@ def autocast_context(precision: str, device: torch.device):
     return contextlib.nullcontext
 
 
+# Ctrl-C, and what SLURM (``--signal=USR1@SECONDS``, then SIGTERM) and Kubernetes send before pre-emption
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
 class InterruptFlag:
-    """The first Ctrl-C asks the loop to stop after the current step (and save); a second one
-    interrupts at once."""
+    """Ctrl-C, SIGTERM or SIGUSR1 asks the loop to stop after the current step and save; a second
+    Ctrl-C interrupts at once. ``signum`` is the first signal received."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
-        log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort now)")
+        if not self.requested:
+            self.requested, self.signum = True, signum
+            if signum == signal.SIGINT:
+                log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort now)")
+            else:
+                log.warning("%s: stopping after this step and saving a checkpoint", signal.Signals(signum).name)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from .checkpoint import (
 from .config import load_config, to_container
 from .data import SkipCount, build_dataset, make_loader, prepare_views
 from .distributed import ONE_PROCESS, Ranks
-from .errors import ConfigError, DataError, TrainingDiverged
+from .errors import ConfigError, DataError, Stopped, TrainingDiverged
 from .metrics import TrainingLog
 from .modalities.base import DataSet, Modality, build_encoder, get_modality
 from .monitor import Monitor, build_monitor, monitor_every
@@ -266,9 +267,10 @@ def train_loop(t: Training, run_dir: Path, resumed: bool, ranks: Ranks = ONE_PRO
                     continue
                 x1, x2 = prepare_views(t.modality, inputs, t.device, t.info)
                 loss, outputs = train_step(t, x1, x2, lr, tau, supervised_labels(cfg, labels, t.device))
-                # the mean loss over ranks; a Ctrl-C seen by any rank stops them all at this step
+                # the mean loss over ranks; a stop signal seen by any rank stops them all at this step. They
+                # decide on the sum alone: a signal that lands after it stops them all at the next step.
                 loss_sum, stop = distributed.sum_over_ranks([float(loss), interrupt.requested], ranks, t.device)
-                loss, interrupt.requested = loss_sum / ranks.world, bool(stop)
+                loss, stopping = loss_sum / ranks.world, bool(stop)
                 step += 1
                 check_finite(loss, step, epoch, cfg, run_dir)
                 measured = None
@@ -278,12 +280,13 @@ def train_loop(t: Training, run_dir: Path, resumed: bool, ranks: Ranks = ONE_PRO
                 if measured is not None and on_monitor is not None:
                     on_monitor(step, measured)
                 if (step % cfg.trainer.checkpoint_every == 0 or step % t.steps_per_epoch == 0
-                        or step == t.total_steps or interrupt.requested):
+                        or step == t.total_steps or stopping):
                     save(t, run_dir, step, ranks)
-                if interrupt.requested:
+                if stopping:
                     log.warning("interrupted at step %d; checkpoint saved to %s. Continue with: "
                                 "mmbyol train run.dir=%s resume=auto", step, checkpoint_path(run_dir), run_dir)
-                    raise KeyboardInterrupt
+                    # a rank stopped by another's signal exits as if sent SIGTERM
+                    raise Stopped(interrupt.signum or signal.SIGTERM)
                 if step >= t.total_steps:
                     break
     if skips.total:

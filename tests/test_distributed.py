@@ -19,6 +19,7 @@ from mmbyol.config import load_config
 from mmbyol.data import EpochBatches
 from mmbyol.distributed import Ranks, check_in_step, sync_batchnorm
 from mmbyol.errors import TrainingDiverged
+from mmbyol.losses import info_nce_loss
 from mmbyol.train import train
 
 from .conftest import REPO, TINY, train_interrupted
@@ -89,17 +90,23 @@ def _two_rank_worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
-def test_cpu_sync_batchnorm_is_batchnorm_over_the_global_batch_and_drift_is_caught(tmp_path):
-    with socket.socket() as probe:  # a free port for the two processes to meet on
+def spawn_two(worker, *args) -> None:
+    """``worker(rank, port, *args)`` in two processes that meet on a free port; a hang fails the test
+    instead of stalling the suite."""
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    processes = mp.spawn(_two_rank_worker, args=(port, str(tmp_path)), nprocs=2, join=False)
+    processes = mp.spawn(worker, args=(port, *args), nprocs=2, join=False)
     deadline = time.monotonic() + 120
-    while not processes.join(timeout=1):  # a hang fails the test instead of stalling the suite
+    while not processes.join(timeout=1):
         if time.monotonic() > deadline:
             for process in processes.processes:
                 process.kill()
             pytest.fail("the two processes did not finish within 120 s")
+
+
+def test_cpu_sync_batchnorm_is_batchnorm_over_the_global_batch_and_drift_is_caught(tmp_path):
+    spawn_two(_two_rank_worker, str(tmp_path))
     for rank in range(2):
         result = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
         for got, want in zip(result["grads"], result["reference"]["grads"]):
@@ -107,6 +114,43 @@ def test_cpu_sync_batchnorm_is_batchnorm_over_the_global_batch_and_drift_is_caug
         for key, want in result["reference"]["buffers"].items():
             torch.testing.assert_close(result["buffers"][key], want, rtol=1e-5, atol=1e-6)
         assert result["drift"] is not None and "rank 1 differ" in result["drift"]
+
+
+def infonce_batch():
+    torch.manual_seed(0)
+    return nn.Linear(6, 4), torch.randn(8, 6), torch.randn(8, 6)
+
+
+def _infonce_worker(rank: int, port: int, out: str, sizes: tuple[int, int]) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    projector, x1, x2 = infonce_batch()
+    mine = slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
+    loss = info_nce_loss(projector(x1[mine]), projector(x2[mine]), temperature=0.5)
+    loss.backward()
+    reduced = [loss.detach(), *(p.grad for p in projector.parameters())]
+    for tensor in reduced:  # the mean over ranks: what training logs, and DDP's gradient averaging
+        dist.all_reduce(tensor)
+        tensor /= 2
+    torch.save(reduced, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("sizes", [(4, 4), (3, 5)])  # unequal when a rank skipped unreadable items
+def test_infonce_on_two_processes_is_infonce_on_the_global_batch_loss_and_gradients(tmp_path, sizes):
+    spawn_two(_infonce_worker, str(tmp_path), sizes)
+    projector, x1, x2 = infonce_batch()
+    loss = info_nce_loss(projector(x1), projector(x2), temperature=0.5)  # one process, all 8 items
+    loss.backward()
+    want = [loss.detach(), *(p.grad for p in projector.parameters())]
+    for rank in range(2):
+        got = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the negatives are the other rank's items too: one rank's half alone gives another loss
+    torch.manual_seed(0)
+    half = info_nce_loss(projector(x1[:4]), projector(x2[:4]), temperature=0.5)
+    assert abs(half.detach() - loss.detach()) > 0.1
 
 
 def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, fashion_mnist):

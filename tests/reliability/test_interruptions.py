@@ -3,6 +3,7 @@ checkpoint, never leaves a torn file, and resumes to the very run it would have 
 
 import importlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -51,8 +52,21 @@ def wait_for_step(process: subprocess.Popen, run_dir, step: int, timeout: float 
         time.sleep(0.01)
 
 
-def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_path, fashion_mnist, tally):
-    straight = train(load_config([*LONGER, f"run.dir={tmp_path / 'straight'}"]))
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, fashion_mnist):
+    """The uninterrupted run that every interrupted one must end on."""
+    return train(load_config([*LONGER, f"run.dir={tmp_path_factory.mktemp('straight') / 'run'}"]))
+
+
+def assert_same_run(a, b) -> None:
+    first, second = load_checkpoint(a / "checkpoints" / "last.pt"), load_checkpoint(b / "checkpoints" / "last.pt")
+    assert first["step"] == second["step"] == 30
+    for key, value in first["model"].items():
+        assert torch.equal(value, second["model"][key]), key
+    assert [r.get("loss") for r in metrics(a)] == [r.get("loss") for r in metrics(b)]
+
+
+def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_path, straight, tally):
     run = tmp_path / "killed"
     checkpoint = run / "checkpoints" / "last.pt"
     for kill_at in (3, 11, 19):  # a checkpoint every step: the kills land in and between saves
@@ -78,20 +92,51 @@ def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_p
     assert not list(run.rglob("*.tmp"))
 
 
-def test_sigint_saves_a_checkpoint_says_how_to_continue_and_exits_130(tmp_path, fashion_mnist, tally):
+# Ctrl-C; SIGTERM, which SLURM and Kubernetes send before pre-empting a job; SLURM's SIGUSR1 warning
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
+def test_a_stop_signal_saves_says_how_to_continue_exits_128_plus_it_and_resumes_exactly(tmp_path, straight, signum,
+                                                                                           tally):
     run = tmp_path / "run"
     process = start(run)
     wait_for_step(process, run, 3)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     tally["faults injected"] += 1
-    assert process.returncode == 130 and "Traceback" not in stderr
+    assert process.returncode == 128 + signum and "Traceback" not in stderr  # 130, 143, 138: what a requeue reads
     step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert 3 <= step < 30 and not (run / "encoder.safetensors").exists()
     assert f"interrupted at step {step}" in stderr and "resume=auto" in stderr
     assert metrics(run)[-1]["step"] == step
     run_cli("train", *LONGER, f"run.dir={run}", "resume=auto")
     tally["runs resumed"] += 1
-    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 30 and (run / "encoder.safetensors").exists()
+    assert_same_run(straight, run)
+
+
+def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_on_the_same_run(tmp_path, fashion_mnist,
+                                                                                                  tally):
+    """torchrun passes SIGTERM on to its workers; they agree on the step to stop at, save and exit."""
+
+    def torchrun(run, *extra) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mmbyol",
+                "train", *LONGER, f"run.dir={run}", *extra]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(torchrun(tmp_path / "straight"), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    run = tmp_path / "stopped"
+    process = subprocess.Popen(torchrun(run), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    wait_for_step(process, run, 3)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    tally["faults injected"] += 1
+    assert process.returncode != 0, stderr[-3000:]
+    assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # each rank: after the same step's save
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert 3 <= state["step"] < 30 and len(state["ranks"]) == 1  # rank 1's streams too
+    subprocess.run(torchrun(run, "resume=auto"), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    tally["runs resumed"] += 1
+    assert [r["step"] for r in metrics(run)] == list(range(0, 31))  # one log: steps before the signal, then after
+    assert_same_run(tmp_path / "straight", run)
 
 
 def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, fashion_mnist, monkeypatch,
