@@ -90,6 +90,20 @@ class TwoViews(NamedTuple):
     view2: Any
 
 
+# what users call a held-out folder beside train/, in the order looked for
+HELD_OUT_FOLDERS = ("test", "val", "validation", "valid")
+
+
+def split_folder(root: Path, split: str) -> Path:
+    """``ROOT/SPLIT`` of a folder layout; the test split may also be ``val/``, ``validation/`` or
+    ``valid/`` (the first of them found). The path is returned whether or not it exists."""
+    if split == "test":
+        for name in HELD_OUT_FOLDERS:
+            if (root / name).is_dir():
+                return root / name
+    return root / split
+
+
 def get_modality(name: str) -> Modality:
     return MODALITIES.get("", name)
 

@@ -329,6 +329,13 @@ def test_audio_folder_groups_files_by_the_folder_below_their_class(tmp_path):
     assert monitor.memory.tolist() == [True, True, True, False] and monitor.queries.tolist() == [False] * 3 + [True]
 
 
+def test_audio_folder_reads_val_as_the_test_split(tmp_path):
+    for path in ("train/yes/1.wav", "train/no/2.wav", "val/yes/3.wav", "val/no/4.wav"):
+        write_tone(tmp_path / path, 300, 0.2)
+    test = build_dataset(load_config(["modality=audio", "data.name=audio-folder", f"data.root={tmp_path}"]), "test")
+    assert len(test) == 2 and test.classes == ["no", "yes"]
+
+
 def test_audio_folder_without_root_or_test_split_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="data.root"):
         build_dataset(load_config(["modality=audio", "data.name=audio-folder"]), "train")

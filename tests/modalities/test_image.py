@@ -141,6 +141,26 @@ def test_image_folder_skips_unreadable_files(tmp_path):
     assert x.shape == (2, 3, 16, 16) and skipped == 1 and labels.tolist() == [0, 1]
 
 
+@pytest.mark.parametrize("held_out", ["test", "val", "validation", "valid"])
+def test_image_folder_reads_the_held_out_split_under_any_of_its_usual_names(tmp_path, held_out):
+    from PIL import Image
+
+    from mmbyol.config import load_config
+    from mmbyol.data import build_dataset
+
+    for split, colour in (("train", 10), (held_out, 200)):
+        for cls in ("cat", "dog"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (colour, 0, 0)).save(tmp_path / split / cls / "a.png")
+    cfg = load_config(["data.name=image-folder", f"data.root={tmp_path}", "data.image_size=8"])
+    test = build_dataset(cfg, "test")
+    assert test.files[0].parts[-3] == held_out and test.classes == ["cat", "dog"]
+    if held_out != "test":  # beside val/, test/ is the held-out split
+        (tmp_path / "test" / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "test" / "cat" / "b.png")
+        assert [f.parts[-3:] for f in build_dataset(cfg, "test").files] == [("test", "cat", "b.png")]
+
+
 def test_crop_resampling_matches_grid_sample():
     import torch.nn.functional as F
 

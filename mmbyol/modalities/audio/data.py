@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
-from ..base import TwoViews
+from ..base import TwoViews, split_folder
 from .frontend import log_mel
 from .noise import VIEW_NOISES, clip_noise, mix_at_snr, stable_seed
 
@@ -208,11 +208,11 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
     the monitor keeps apart."""
     if cfg.root is None:
         raise DataError("audio-folder needs data.root=DIR: a folder with train/CLASS/*.wav and test/CLASS/*.wav "
-                        "(or, to train only, a folder of audio files).")
+                        "(or val/CLASS/*.wav), or, to train only, a folder of audio files.")
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"data.root={root} is not a folder.")
-    split_dir, groups = root / split, None
+    split_dir, groups = split_folder(root, split), None
     if split_dir.is_dir():
         classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
         files, labels = [], []
@@ -229,5 +229,6 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
         labels = [-1] * len(files)
     else:
-        raise DataError(f"{root} has no {split}/ folder: evaluation needs labelled audio in {split_dir}/CLASS/.")
+        raise DataError(f"{root} has no {split}/ folder: evaluation needs labelled audio in {split_dir}/CLASS/ "
+                        "(val/CLASS/ is read in its place).")
     return AudioClips(files, labels, classes, cfg, split == "train", base, groups=groups)

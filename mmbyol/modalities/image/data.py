@@ -18,6 +18,7 @@ from torchvision.transforms import v2
 from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
+from ..base import split_folder
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +172,10 @@ class ImageFolder(Dataset):
 @register_dataset("image", "image-folder")
 def image_folder(cfg: ImageDataConfig, split: str) -> ImageFolder:
     if cfg.root is None:
-        raise DataError("data.name=image-folder needs data.root=DIR holding train/CLASS/* and test/CLASS/* images.")
+        raise DataError("data.name=image-folder needs data.root=DIR holding train/CLASS/* and test/CLASS/* "
+                        "(or val/CLASS/*) images.")
     root = Path(cfg.root)
-    split_dir = root / split
+    split_dir = split_folder(root, split)
     if split_dir.is_dir():
         classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
         files, labels = [], []
@@ -186,4 +188,5 @@ def image_folder(cfg: ImageDataConfig, split: str) -> ImageFolder:
     if split == "train" and root.is_dir():
         files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
         return ImageFolder(files, [-1] * len(files), [], cfg.image_size)
-    raise DataError(f"No {split} images: expected {split_dir}/CLASS/*.jpg|png (labels from the folder names).")
+    raise DataError(f"No {split} images: expected {split_dir}/CLASS/*.jpg|png (labels from the folder names)"
+                    + (", or val/CLASS/* in its place." if split == "test" else "."))
