@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,19 +113,28 @@ def test_a_stop_signal_saves_says_how_to_continue_exits_128_plus_it_and_resumes_
     assert_same_run(straight, run)
 
 
-def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_on_the_same_run(tmp_path, fashion_mnist,
+def torchrun_train(run, *extra) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mmbyol",
+            "train", *LONGER, f"run.dir={run}", *extra]
+
+
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def straight_two(tmp_path_factory, fashion_mnist):
+    """The uninterrupted two-process run."""
+    run = tmp_path_factory.mktemp("straight-two") / "run"
+    subprocess.run(torchrun_train(run), cwd=REPO, env=TORCHRUN_ENV, check=True, capture_output=True, timeout=300)
+    return run
+
+
+def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_on_the_same_run(tmp_path, straight_two,
                                                                                                   tally):
     """torchrun passes SIGTERM on to its workers; they agree on the step to stop at, save and exit."""
-
-    def torchrun(run, *extra) -> list[str]:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mmbyol",
-                "train", *LONGER, f"run.dir={run}", *extra]
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(torchrun(tmp_path / "straight"), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
     run = tmp_path / "stopped"
-    process = subprocess.Popen(torchrun(run), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=env)
+    process = subprocess.Popen(torchrun_train(run), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=TORCHRUN_ENV)
     wait_for_step(process, run, 3)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -133,10 +143,31 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_o
     assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # each rank: after the same step's save
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert 3 <= state["step"] < 30 and len(state["ranks"]) == 1  # rank 1's streams too
-    subprocess.run(torchrun(run, "resume=auto"), cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(torchrun_train(run, "resume=auto"), cwd=REPO, env=TORCHRUN_ENV, check=True, capture_output=True,
+                   timeout=300)
     tally["runs resumed"] += 1
     assert [r["step"] for r in metrics(run)] == list(range(0, 31))  # one log: steps before the signal, then after
-    assert_same_run(tmp_path / "straight", run)
+    assert_same_run(straight_two, run)
+
+
+def test_a_rank_that_dies_does_not_leave_the_other_hanging_and_the_run_resumes(tmp_path, straight_two, tally):
+    run = tmp_path / "rank-died"
+    process = subprocess.Popen(torchrun_train(run), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=TORCHRUN_ENV)
+    wait_for_step(process, run, 3)
+    workers = [int(pid) for task in Path(f"/proc/{process.pid}/task").iterdir()
+               for pid in (task / "children").read_text().split()]
+    assert len(workers) == 2, workers
+    os.kill(workers[1], signal.SIGKILL)  # one rank dies mid-step, as on an out-of-memory kill
+    started = time.monotonic()
+    process.communicate(timeout=120)  # the other rank ends too: nothing waits on a collective forever
+    tally["faults injected"] += 1
+    assert process.returncode != 0 and time.monotonic() - started < 90
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] >= 2  # a whole checkpoint, not a torn one
+    subprocess.run(torchrun_train(run, "resume=auto"), cwd=REPO, env=TORCHRUN_ENV, check=True, capture_output=True,
+                   timeout=300)
+    tally["runs resumed"] += 1
+    assert_same_run(straight_two, run)
 
 
 def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, fashion_mnist, monkeypatch,
