@@ -1,4 +1,4 @@
-"""The GPU path in one check (docs/performance.md), under 5 minutes on one H100/H200:
+"""The GPU path in one check (docs/performance.md), a few minutes on one H100/H200:
 
     (1) precision  the same BYOL run (ResNet-18, 32×32, same seed, same data and views) in fp32 and
                    in bf16 autocast through the training loop: the first-step loss must agree within
@@ -6,20 +6,24 @@
     (2) throughput samples/s of the full training step (data loading, on-device augmentation,
                    forward/backward, LARS, EMA) and its ratio to the bare encoder forward+backward,
                    for ResNet-18 at 32×32, batch 512, and ResNet-50 at 224×224, batch 128
-                   (bf16, channels-last; ``--compile`` adds torch.compile).
+                   (bf16, channels-last; ``--compile`` adds torch.compile);
+    (3) preset     a short run of ``preset=cifar10-resnet18`` (solo-learn's CIFAR-10 recipe) on the
+                   synthetic images: it must train (the loss falls) at its own batch, heads and LARS.
 
     benchmarks/gpu_check.sh [--smoke] [--compile] [--out DIR]
 
 Without CUDA, or with --smoke, everything runs at toy sizes on this machine's device: a smoke
 test of the script, not a measurement. Images are the ``synthetic`` data set (random pixels),
 so the check needs no data on the GPU machine. Writes DIR/gpu_check.json (default
-benchmarks/results; runs/gpu_check-smoke in the smoke mode) and exits 1 when the precision check fails.
+benchmarks/results; runs/gpu_check-smoke in the smoke mode) and exits 1 when the precision or the
+preset check fails.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -47,6 +51,7 @@ FULL = {
         "resnet50-224px-b128": ["encoder.name=resnet50", "data.image_size=224", "data.batch_size=128"],
     },
     "steps": 30,
+    "preset": {"steps": 200, "overrides": ["preset=cifar10-resnet18", "data.name=synthetic"]},
 }
 SMOKE = {
     "precision": {"steps": 6, "overrides": ["encoder.name=small_cnn", "data.image_size=16", "data.batch_size=16",
@@ -56,6 +61,9 @@ SMOKE = {
         "resnet50-32px-b4": ["encoder.name=resnet50", "data.image_size=32", "data.batch_size=4"],
     },
     "steps": 2,
+    "preset": {"steps": 6, "overrides": ["preset=cifar10-resnet18", "data.name=synthetic", "encoder.name=small_cnn",
+                                         "data.image_size=16", "data.batch_size=16", "model.hidden_dim=64",
+                                         "model.projection_dim=32"]},
 }
 
 
@@ -82,6 +90,23 @@ def precision_check(plan: dict, device: str) -> dict:
     return {"steps": plan["steps"], "config": plan["overrides"], "first_step_rel_diff": round(first, 5),
             f"last_{tail}_mean_rel_diff": round(last, 5), "passed": first < 0.01 and last < 0.05,
             "fp32": runs["fp32"], "bf16": runs["bf16"]}
+
+
+def preset_check(plan: dict, device: str) -> dict:
+    """The preset's own recipe for a few hundred steps: the loss must fall from the first steps to the last."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        cfg = load_config([*plan["overrides"], "trainer.progress=false", f"trainer.max_steps={plan['steps']}",
+                           "trainer.log_every=1", f"trainer.checkpoint_every={plan['steps']}",
+                           "trainer.monitor_every=0", f"device={device}", f"run.dir={tmp}/preset"])
+        values = losses(train(cfg))
+        seconds = time.perf_counter() - started
+    tail = min(10, len(values) // 2)
+    first, last = statistics.fmean(values[:tail]), statistics.fmean(values[-tail:])
+    return {"config": plan["overrides"], "steps": plan["steps"], "batch_size": cfg.data.batch_size,
+            "steps_averaged": tail, "first_steps_loss": round(first, 4), "last_steps_loss": round(last, 4),
+            "samples_per_s": round(plan["steps"] * cfg.data.batch_size / seconds, 1), "seconds": round(seconds, 1),
+            "passed": math.isfinite(last) and last < first}
 
 
 def main() -> int:
@@ -115,13 +140,19 @@ def main() -> int:
               f"{row['encoder_fwd_bwd_samples_per_s']:>9.1f} samples/s, ratio {row['full_over_encoder']:.3f} "
               f"({row['precision']})", flush=True)
 
+    preset = preset_check(plan["preset"], device)
+    print(f"(3) {' '.join(preset['config'])}: loss {preset['first_steps_loss']:.4f} → {preset['last_steps_loss']:.4f} "
+          f"in {preset['steps']} steps, {preset['samples_per_s']:.0f} samples/s with start-up: "
+          f"{'PASS' if preset['passed'] else 'FAIL'}", flush=True)
+
     record = {"card": card, "device": device, "smoke": smoke, "compile": args.compile, "torch": torch.__version__,
-              "precision": precision, "throughput": rows, "seconds": round(time.perf_counter() - started, 1),
+              "precision": precision, "throughput": rows, "preset": preset,
+              "seconds": round(time.perf_counter() - started, 1),
               "command": "benchmarks/gpu_check.sh " + " ".join(sys.argv[1:])}
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"{record['seconds']:.0f} s; wrote {out / 'gpu_check.json'}")
-    return 0 if precision["passed"] else 1
+    return 0 if precision["passed"] and preset["passed"] else 1
 
 
 if __name__ == "__main__":

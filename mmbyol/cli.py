@@ -69,6 +69,7 @@ def cmd_views(args) -> None:
 
 def cmd_list(args) -> None:
     from .augment import generic_names
+    from .config import preset_names
     from .registry import AUGMENTATIONS, DATASETS, ENCODERS, GENERIC, MODALITIES
 
     for _, name, origin in MODALITIES.entries():
@@ -83,6 +84,7 @@ def cmd_list(args) -> None:
         entries = [(n, o) for m, n, o in AUGMENTATIONS.entries() if m == GENERIC and n in generic]
         if entries:
             print(f"  {'+ generic':<14} " + ", ".join(n + (f" [{o}]" if o != "mmbyol" else "") for n, o in entries))
+    print("presets (preset=NAME): " + ", ".join(preset_names()))
 
 
 def cmd_config(args) -> None:

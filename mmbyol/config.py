@@ -57,6 +57,7 @@ class OptimConfig:
     weight_decay: float = 1.5e-6
     momentum: float = 0.9
     trust_coefficient: float = 1e-3
+    trust_clip: bool = False  # LARS: the adaptive rate never above lr (solo-learn's clip_lr)
     warmup_epochs: float = 10.0
     predictor_lr_scale: float = 1.0  # the predictor's learning rate relative to lr (1 in the paper)
 
@@ -120,6 +121,7 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     objective: str = "byol"  # byol | infonce | supervised (the labelled upper bound)
     resume: str | None = None  # auto | PATH to a checkpoint
+    preset: str | None = None  # a recipe in configs/preset/ that reproduces a published result
     plugins: list[str] = field(default_factory=list)
     run: RunConfig = field(default_factory=RunConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -146,6 +148,20 @@ CHOICES = {
 def config_dir() -> Path:
     """``$MMBYOL_CONFIG_DIR``, else the default configs that ship in the package."""
     return Path(os.environ.get("MMBYOL_CONFIG_DIR", Path(__file__).resolve().parent / "configs"))
+
+
+def preset_names() -> list[str]:
+    """The presets that ship in ``configs/preset/``."""
+    return sorted(path.stem for path in (config_dir() / "preset").glob("*.yaml"))
+
+
+def _preset(name: Any) -> DictConfig:
+    """``preset=NAME``: its YAML file, merged over the modality's defaults and under ``config=FILE``
+    and the overrides."""
+    path = config_dir() / "preset" / f"{name}.yaml"
+    if not isinstance(name, str) or not path.exists():
+        raise ConfigError(f"preset={name!r} is not a preset; the presets are: {', '.join(preset_names())}.")
+    return load_yaml(path)
 
 
 def load_yaml(path: Path) -> DictConfig:
@@ -177,8 +193,8 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> DictConfig:
-    """The resolved config: defaults ← base.yaml ← modality yaml ← ``base`` ← ``config=FILE`` ←
-    ``overrides``.
+    """The resolved config: defaults ← base.yaml ← modality yaml ← ``preset=NAME`` ← ``base`` ←
+    ``config=FILE`` ← ``overrides``.
 
     ``base`` is a saved config (a run's ``config.yaml``) that overrides refine, for resume and
     eval; when it is given, the packaged YAML files are not read again. ``config=FILE`` among the
@@ -193,9 +209,10 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
         layers.append(load_yaml(config_dir() / "base.yaml"))
     else:
         layers.append(OmegaConf.create(dict(base)))
-    # the command line chooses the modality, else the last file that names one, else the base
+    preset = _preset(given.get("preset")) if base is None and given.get("preset") is not None else None
+    # the command line chooses the modality, else the last file that names one, else the preset, else the base
     chosen = [given.get("modality"), *(layer.get("modality") for layer, _ in reversed(files)),
-              layers[0].get("modality")]
+              preset.get("modality") if preset is not None else None, layers[0].get("modality")]
     modality_name = next((name for name in chosen if name), Config.modality)
     if not isinstance(modality_name, str):
         raise ConfigError(f"modality={modality_name!r} is not a name; `mmbyol list` shows the modalities.")
@@ -216,6 +233,8 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
             layers.append(load_yaml(modality_file))
         elif modality.config_file is not None:
             layers.append(load_yaml(modality.config_file))
+        if preset is not None:
+            layers.append(preset)
     for layer in layers:
         cfg = _merge(cfg, layer)
     for layer, source in files:

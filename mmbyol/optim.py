@@ -30,7 +30,11 @@ def param_groups(model: nn.Module, weight_decay: float, predictor_lr_scale: floa
 class LARS(torch.optim.Optimizer):
     """Layer-wise Adaptive Rate Scaling (You et al. 2017) as BYOL uses it: the update of each
     weight tensor is scaled by ``trust_coefficient·‖w‖/‖g + wd·w‖``, then heavy-ball momentum.
-    Groups with ``lars_exclude=True`` get plain momentum SGD without weight decay."""
+    Groups with ``lars_exclude=True`` get plain momentum SGD without weight decay.
+
+    ``clip=True`` is solo-learn's ``clip_lr``: the scale is divided by the learning rate and capped
+    at 1, so a tensor's step is ``min(trust_coefficient·‖w‖/‖u‖, lr)·u`` (``u = g + wd·w``): the
+    adaptive rate, never above the scheduled one."""
 
     def __init__(
         self,
@@ -39,9 +43,10 @@ class LARS(torch.optim.Optimizer):
         momentum: float = 0.9,
         weight_decay: float = 1.5e-6,
         trust_coefficient: float = 1e-3,
+        clip: bool = False,
     ):
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        trust_coefficient=trust_coefficient, lars_exclude=False)
+                        trust_coefficient=trust_coefficient, clip=clip, lars_exclude=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -65,6 +70,8 @@ class LARS(torch.optim.Optimizer):
                         group["trust_coefficient"] * weight_norm / update_norm,
                         torch.ones_like(weight_norm),
                     )
+                    if group["clip"] and group["lr"] > 0:
+                        trust = torch.clamp(trust / group["lr"], max=1.0)
                     update = update * trust
                 state = self.state[parameter]
                 if "momentum_buffer" not in state:
@@ -76,11 +83,12 @@ class LARS(torch.optim.Optimizer):
 
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
-                    trust_coefficient: float = 1e-3, predictor_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+                    trust_coefficient: float = 1e-3, predictor_lr_scale: float = 1.0,
+                    trust_clip: bool = False) -> torch.optim.Optimizer:
     """``lars`` (the paper's), ``adamw`` or ``sgd``; all exclude biases and norms from decay."""
     groups = param_groups(model, weight_decay, predictor_lr_scale)
     if name == "lars":
-        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient)
+        return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient, clip=trust_clip)
     for group in groups:
         group.pop("lars_exclude")
     if name == "adamw":

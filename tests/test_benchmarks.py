@@ -90,7 +90,7 @@ def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, 
 
 
 @pytest.mark.slow
-def test_gpu_check_runs_on_cpu_in_its_smoke_mode_and_records_both_checks(tmp_path):
+def test_gpu_check_runs_on_cpu_in_its_smoke_mode_and_records_its_three_checks(tmp_path):
     import subprocess
 
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--smoke", "--out", str(tmp_path)],
@@ -103,6 +103,9 @@ def test_gpu_check_runs_on_cpu_in_its_smoke_mode_and_records_both_checks(tmp_pat
     assert [row["encoder"] for row in record["throughput"]] == ["resnet18", "resnet50"]
     for row in record["throughput"]:
         assert row["full_step_samples_per_s"] > 0 and 0 < row["full_over_encoder"]
+    preset = record["preset"]
+    assert preset["passed"] and preset["last_steps_loss"] < preset["first_steps_loss"]
+    assert "(3) preset=cifar10-resnet18" in result.stdout
 
 
 @pytest.mark.slow

@@ -54,6 +54,7 @@ def test_list_and_config_print_the_registered_names_and_the_yaml():
     assert "modality image" in listing and "random_resized_crop" in listing and "fashion-mnist" in listing
     timeseries = listing[listing.index("modality timeseries"):]
     assert "+ generic      amplitude_scale, crop_resize" in timeseries and "time_warp" in timeseries
+    assert "presets (preset=NAME): cifar10-resnet18, imagenet-resnet50" in listing
     yaml = run_cli("config", "trainer.epochs=3").stdout
     assert "epochs: 3" in yaml and "name: small_cnn" in yaml
 

@@ -86,3 +86,25 @@ def test_a_bad_config_file_says_what_is_wrong(tmp_path, text, message):
         path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config([f"config={path}"])
+
+
+def test_a_preset_is_the_published_recipe_over_its_modality_and_the_command_line_refines_it(tmp_path):
+    cfg = load_config(["preset=cifar10-resnet18"])
+    assert cfg.modality == "image" and cfg.preset == "cifar10-resnet18"
+    data, optim = cfg.data, cfg.optim
+    assert (data.name, data.image_size, data.batch_size, cfg.encoder.name) == ("cifar10", 32, 256, "resnet18")
+    assert (optim.name, optim.lr, optim.weight_decay, optim.trust_coefficient, optim.trust_clip) == (
+        "lars", 1.0, 1e-5, 0.02, True)
+    assert (cfg.model.hidden_dim, cfg.model.projection_dim, cfg.model.tau_base, cfg.trainer.epochs) == (
+        4096, 256, 0.99, 1000)
+    assert [a["name"] for a in cfg.augment.view2][-1] == "solarize" and len(cfg.augment.view1) == 4
+    assert cfg.eval == load_config(["modality=image"]).eval  # what a preset leaves alone stays the modality's
+    (tmp_path / "mine.yaml").write_text("trainer:\n  epochs: 5\n")
+    cfg = load_config(["preset=imagenet-resnet50", f"config={tmp_path / 'mine.yaml'}", "data.batch_size=512"])
+    assert (cfg.trainer.epochs, cfg.data.batch_size, cfg.encoder.name, cfg.model.tau_base) == (
+        5, 512, "resnet50", 0.996)
+
+
+def test_an_unknown_preset_lists_the_presets():
+    with pytest.raises(ConfigError, match="cifar10-resnet18, imagenet-resnet50"):
+        load_config(["preset=cifar10"])

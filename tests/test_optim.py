@@ -34,6 +34,17 @@ def test_lars_adapts_weights_and_leaves_bias_and_norm_plain():
         assert torch.allclose(p, w0 - 0.1 * update, atol=1e-7), name
 
 
+def test_clipped_lars_steps_by_the_adaptive_rate_capped_at_lr():
+    for lr, capped in ((1.0, False), (1e-4, True)):
+        w = nn.Parameter(torch.tensor([[3.0, 4.0]]))  # ‖w‖ = 5
+        optimizer = LARS([{"params": [w], "weight_decay": 0.0}], lr=lr, momentum=0.9, trust_coefficient=0.02,
+                         clip=True)
+        w.grad = torch.tensor([[0.0, 0.5]])  # ‖g‖ = 0.5: the adaptive rate is 0.02·5/0.5 = 0.2
+        optimizer.step()
+        rate = lr if capped else 0.2
+        assert torch.allclose(w.detach(), torch.tensor([[3.0, 4.0 - rate * 0.5]]), atol=1e-7), lr
+
+
 def test_lars_momentum_accumulates():
     p = nn.Parameter(torch.zeros(3))
     optimizer = LARS([{"params": [p], "lars_exclude": True, "weight_decay": 0.0}], lr=1.0, momentum=0.9)

@@ -40,5 +40,6 @@ def test_the_wheel_installed_alone_configures_and_trains_outside_the_source_tree
     assert where.startswith(str(site))  # the installed copy, not the checkout
     assert "name: byola_cnn_small" in mmbyol("config", "modality=audio").stdout
     assert "name: small_cnn" in mmbyol("config").stdout
+    assert "trust_clip: true" in mmbyol("config", "preset=cifar10-resnet18").stdout  # presets ship too
     run = mmbyol("train", *TINY, "trainer.max_steps=2").stdout.strip()
     assert (elsewhere / run / "encoder.safetensors").exists()
