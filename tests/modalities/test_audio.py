@@ -565,3 +565,74 @@ def test_train_eval_and_views_through_the_cli(tmp_path, tone_folder):
 
     with Image.open(out) as image:
         assert image.width > 4 * 96 and image.height > 3 * 64
+
+
+TONES = {"dog": 300, "rain": 700, "siren": 1500}  # a class: a tone, so a probe can tell them apart
+
+
+def speech_commands_miniature(root):
+    """Speech Commands v2 as its archive unpacks: WORD/SPEAKER_nohash_N.wav, the two lists, the noise folder."""
+    lists = {"validation": [], "testing": []}
+    for word, frequency in TONES.items():
+        for speaker in range(6):
+            name = f"{word}/{speaker:08x}_nohash_0.wav"
+            write_tone(root / name, frequency, 1.0, rate=16000, channels=1, seed=speaker)
+            if speaker == 4:
+                lists["validation"].append(name)
+            elif speaker == 5:
+                lists["testing"].append(name)
+    write_tone(root / "_background_noise_" / "white_noise.wav", 50, 1.0, rate=16000, channels=1)
+    for name, files in lists.items():
+        (root / f"{name}_list.txt").write_text("\n".join(files) + "\n")
+
+
+def esc50_miniature(root):
+    """ESC-50 as its repository holds it: audio/*.wav and meta/esc50.csv (5 folds)."""
+    lines = ["filename,fold,target,category,esc10,src_file,take"]
+    for target, (category, frequency) in enumerate(TONES.items()):
+        for fold in range(1, 6):
+            name = f"{fold}-{1000 + target}-A-{target}.wav"
+            write_tone(root / "audio" / name, frequency, 1.0, rate=44100, channels=1, seed=fold)
+            lines.append(f"{name},{fold},{target},{category},False,{1000 + target},A")
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "esc50.csv").write_text("\n".join(lines) + "\n")
+
+
+def urbansound8k_miniature(root):
+    """UrbanSound8K as it unpacks: audio/foldK/*.wav and metadata/UrbanSound8K.csv (10 folds)."""
+    lines = ["slice_file_name,fsID,start,end,salience,fold,classID,class"]
+    for class_id, (name, frequency) in enumerate(TONES.items()):
+        for fold in range(1, 11):
+            file = f"{100 + fold}-{class_id}-0-0.wav"
+            write_tone(root / "audio" / f"fold{fold}" / file, frequency, 0.8, rate=22050, seed=fold)
+            lines.append(f"{file},{100 + fold},0.0,0.8,1,{fold},{class_id},{name}")
+    (root / "metadata").mkdir(parents=True)
+    (root / "metadata" / "UrbanSound8K.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("name, miniature, options, sizes, groups", [
+    ("speech-commands", speech_commands_miniature, [], (12, 3), 4),  # speakers 0-3 train, 5 tests, 4 validates
+    ("esc50", esc50_miniature, ["data.fold=2"], (12, 3), 3),  # one source recording per class
+    ("urbansound8k", urbansound8k_miniature, ["data.fold=10"], (27, 3), 9),  # one recording per fold
+])
+def test_a_standard_layout_reads_its_splits_and_trains_and_evaluates_through_the_cli(tmp_path, name, miniature,
+                                                                                     options, sizes, groups):
+    miniature(tmp_path / "data")
+    data = [f"data.name={name}", f"data.root={tmp_path / 'data'}", *options]
+    cfg = load_config(["modality=audio", *data])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert (len(train), len(test)) == sizes and train.classes == test.classes == list(TONES)
+    assert not set(train.files) & set(test.files) and len(set(train.groups)) == groups
+    run_dir = tmp_path / "run"
+    run_cli("train", *AUDIO_TINY, *data, "data.batch_size=6", "trainer.max_steps=2", f"run.dir={run_dir}")
+    metrics = json.loads(run_cli("eval", str(run_dir)).stdout.splitlines()[-1])
+    assert metrics["n_test"] == 3 and 0 <= metrics["linear_acc"] <= 1
+
+
+def test_a_fold_outside_the_set_says_which_folds_there_are(tmp_path):
+    esc50_miniature(tmp_path)
+    cfg = load_config(["modality=audio", "data.name=esc50", f"data.root={tmp_path}", "data.fold=6"])
+    with pytest.raises(DataError, match="folds 1 to 5"):
+        build_dataset(cfg, "train")
+    with pytest.raises(DataError, match="meta/esc50.csv"):
+        build_dataset(load_config(["modality=audio", "data.name=esc50", f"data.root={tmp_path / 'audio'}"]), "test")

@@ -3,6 +3,7 @@ clips (a random crop in training, the start in evaluation), and the ``audio-fold
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 from dataclasses import dataclass, field
@@ -54,6 +55,8 @@ class AudioDataConfig(DataConfig):
     label: str = "word"
     test_accents: list[str] = field(default_factory=lambda: ["en-gb-scotland", "en-029"])  # label=word
     test_words: list[str] = field(default_factory=lambda: ["seven", "eight", "nine"])  # label=voice
+    # esc50 (folds 1-5) and urbansound8k (1-10): the fold held out for testing; the others train
+    fold: int = 1
 
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
@@ -232,3 +235,77 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
         raise DataError(f"{root} has no {split}/ folder: evaluation needs labelled audio in {split_dir}/CLASS/ "
                         "(val/CLASS/ is read in its place).")
     return AudioClips(files, labels, classes, cfg, split == "train", base, groups=groups)
+
+
+def _layout_root(cfg: AudioDataConfig, name: str, expected: str) -> Path:
+    if cfg.root is None:
+        raise DataError(f"data.name={name} needs data.root=DIR: your copy of the set, holding {expected}.")
+    root = Path(cfg.root).expanduser()
+    if not (root / expected).exists():
+        raise DataError(f"{root} has no {expected}: point data.root at the folder that holds it.")
+    return root
+
+
+def _clips(rows: list[tuple[Path, str, str | None]], classes: list[str], cfg: AudioDataConfig, split: str,
+           root: Path) -> AudioClips:
+    """``(file, class name, group)`` rows as AudioClips, labels numbered in the order of ``classes``."""
+    index = {name: i for i, name in enumerate(classes)}
+    groups = [group for _, _, group in rows]
+    return AudioClips([file for file, _, _ in rows], [index[name] for _, name, _ in rows], classes, cfg,
+                      split == "train", root, groups=groups if all(g is not None for g in groups) else None)
+
+
+@register_dataset("audio", "speech-commands")
+def speech_commands(cfg: AudioDataConfig, split: str) -> AudioClips:
+    """Google Speech Commands (v1 or v2) as its archive unpacks: ``ROOT/WORD/SPEAKER_nohash_N.wav``,
+    ``validation_list.txt`` and ``testing_list.txt``. The test split is the testing list; training
+    is every other clip outside the validation list; ``_background_noise_/`` is not a class. Clips
+    are grouped by speaker, the part of the name before ``_nohash_``."""
+    root = _layout_root(cfg, "speech-commands", "testing_list.txt")
+    listed = {name: set((root / f"{name}_list.txt").read_text().split()) for name in ("validation", "testing")
+              if (root / f"{name}_list.txt").exists()}
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("_"))
+    rows = []
+    for word in classes:
+        for file in sorted((root / word).glob("*.wav")):
+            relative = f"{word}/{file.name}"
+            test = relative in listed["testing"]
+            if test == (split == "test") and relative not in listed.get("validation", set()):
+                rows.append((file, word, file.name.split("_nohash_")[0]))
+    return _clips(rows, classes, cfg, split, root)
+
+
+def _folds(cfg: AudioDataConfig, name: str, folds: int) -> None:
+    if not 1 <= cfg.fold <= folds:
+        raise DataError(f"data.fold={cfg.fold}: {name} has folds 1 to {folds}; data.fold=k tests on fold k and "
+                        f"trains on the others (the set's cross-validation runs k = 1 … {folds}).")
+
+
+@register_dataset("audio", "esc50")
+def esc50(cfg: AudioDataConfig, split: str) -> AudioClips:
+    """ESC-50 as its repository holds it: ``ROOT/audio/*.wav`` and ``ROOT/meta/esc50.csv``; fold
+    ``data.fold`` is the test split, the other four train. Clips cut from one recording
+    (``src_file``) are grouped."""
+    root = _layout_root(cfg, "esc50", "meta/esc50.csv")
+    _folds(cfg, "ESC-50", 5)
+    with open(root / "meta" / "esc50.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    classes = [name for _, name in sorted({(int(r["target"]), r["category"]) for r in table})]
+    rows = [(root / "audio" / r["filename"], r["category"], r["src_file"]) for r in table
+            if (int(r["fold"]) == cfg.fold) == (split == "test")]
+    return _clips(rows, classes, cfg, split, root)
+
+
+@register_dataset("audio", "urbansound8k")
+def urbansound8k(cfg: AudioDataConfig, split: str) -> AudioClips:
+    """UrbanSound8K as it unpacks: ``ROOT/audio/foldK/*.wav`` and ``ROOT/metadata/UrbanSound8K.csv``;
+    fold ``data.fold`` is the test split, the other nine train. Slices of one Freesound recording
+    (``fsID``) are grouped."""
+    root = _layout_root(cfg, "urbansound8k", "metadata/UrbanSound8K.csv")
+    _folds(cfg, "UrbanSound8K", 10)
+    with open(root / "metadata" / "UrbanSound8K.csv", newline="") as file:
+        table = list(csv.DictReader(file))
+    classes = [name for _, name in sorted({(int(r["classID"]), r["class"]) for r in table})]
+    rows = [(root / "audio" / f"fold{r['fold']}" / r["slice_file_name"], r["class"], r["fsID"]) for r in table
+            if (int(r["fold"]) == cfg.fold) == (split == "test")]
+    return _clips(rows, classes, cfg, split, root)
