@@ -204,3 +204,37 @@ def test_hue_shift_per_image_equals_torchvision_adjust_hue_image_by_image():
     expected = torch.stack([adjust_hue(x[i], float(shift[i])) for i in range(32)])
     torch.testing.assert_close(shift_hue(x, shift), expected, atol=1e-5, rtol=0)
     torch.testing.assert_close(shift_hue(x, torch.zeros(32)), x, atol=1e-5, rtol=0)  # no shift: the image itself
+
+
+def test_cifar100_reads_torchvisions_layout_with_fine_labels_and_trains_and_evaluates_through_the_cli(tmp_path,
+                                                                                                       monkeypatch):
+    import pickle
+
+    import numpy as np
+    import torchvision
+
+    from mmbyol.config import load_config
+    from mmbyol.data import build_dataset
+
+    folder = tmp_path / "cifar-100-python"  # the python version as it unpacks, with 4 images per split
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 8), ("test", 4)):
+        batch = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": [i % 4 for i in range(n)],
+                 "coarse_labels": [0] * n, "filenames": [f"{i}.png" for i in range(n)]}
+        (folder / split).write_bytes(pickle.dumps(batch))
+    names = [f"class_{i}" for i in range(100)]
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": names, "coarse_label_names": ["all"]}))
+    # torchvision checks the official archive's md5 sums, which a miniature cannot match
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: True)
+    cfg = load_config(["data.name=cifar100", f"data.root={tmp_path}"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert (len(train), len(test), len(train.classes)) == (8, 4, 100) and train.labels.tolist()[:4] == [0, 1, 2, 3]
+    assert torch.equal(train.images[0], torch.from_numpy(
+        pickle.loads((folder / "train").read_bytes())["data"][0].reshape(3, 32, 32)))
+    from mmbyol import cli  # in this process, where the md5 check is patched out
+
+    options = ["data.name=cifar100", f"data.root={tmp_path}", "data.batch_size=4", "trainer.max_steps=2",
+               "trainer.progress=false", "model.hidden_dim=32", "model.projection_dim=16", "device=cpu"]
+    assert cli.main(["train", *options, f"run.dir={tmp_path / 'run'}"]) == 0
+    assert cli.main(["eval", str(tmp_path / "run")]) == 0

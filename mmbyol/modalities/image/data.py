@@ -94,19 +94,30 @@ def fashion_mnist(cfg: ImageDataConfig, split: str) -> TensorImages:
     return TensorImages(images, labels, FASHION_MNIST_CLASSES)
 
 
+def _torchvision_cifar(cfg: ImageDataConfig, split: str, name: str, folder: str, dataset) -> TensorImages:
+    if cfg.root is None:
+        raise DataError(f"{name} needs data.root=DIR: the folder holding {folder}/ (torchvision's layout). "
+                        "mmbyol never downloads data.")
+    try:
+        data = dataset(str(Path(cfg.root).expanduser()), train=split == "train", download=False)
+    except RuntimeError as error:
+        raise DataError(f"{name} was not found in {cfg.root} ({error}). Put the python version ({folder}/) "
+                        "there, as torchvision expects.") from error
+    images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
+    return TensorImages(images, torch.as_tensor(data.targets), list(data.classes))
+
+
 @register_dataset("image", "cifar10")
 def cifar10(cfg: ImageDataConfig, split: str) -> TensorImages:
     """CIFAR-10 through torchvision from ``data.root`` (the python version); never downloaded."""
-    if cfg.root is None:
-        raise DataError("CIFAR-10 needs data.root=DIR: the folder holding cifar-10-batches-py/ "
-                        "(torchvision's layout). mmbyol never downloads data.")
-    try:
-        data = torchvision.datasets.CIFAR10(cfg.root, train=split == "train", download=False)
-    except RuntimeError as error:
-        raise DataError(f"CIFAR-10 was not found in {cfg.root} ({error}). Put the python version "
-                        f"(cifar-10-batches-py/) there, as torchvision expects.") from error
-    images = torch.from_numpy(data.data).permute(0, 3, 1, 2).contiguous()
-    return TensorImages(images, torch.as_tensor(data.targets), list(data.classes))
+    return _torchvision_cifar(cfg, split, "CIFAR-10", "cifar-10-batches-py", torchvision.datasets.CIFAR10)
+
+
+@register_dataset("image", "cifar100")
+def cifar100(cfg: ImageDataConfig, split: str) -> TensorImages:
+    """CIFAR-100 through torchvision from ``data.root`` (the python version), its 100 fine labels;
+    never downloaded."""
+    return _torchvision_cifar(cfg, split, "CIFAR-100", "cifar-100-python", torchvision.datasets.CIFAR100)
 
 
 class CycledImages(TensorImages):
