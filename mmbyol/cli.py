@@ -1,4 +1,4 @@
-"""The command line: ``mmbyol train|eval|views|list|config|data|search|plot`` (docs/design.md)."""
+"""The command line: ``mmbyol train|eval|views|list|config|data|search|plot|export`` (docs/design.md)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ mmbyol list                                                registered modalities
 mmbyol config [modality=NAME] [key=value ...]              the resolved config as YAML
 mmbyol data prepare NAME [key=value ...]                   build or check a local data set
 mmbyol search [modality=NAME] [key=value ...]              find a view pair for the data -> best.yaml + report
-mmbyol plot RUN_DIR [out=FILE]                             a run's curves (loss, tau, lr, z-std, rank, monitor)"""
+mmbyol plot RUN_DIR [out=FILE]                             a run's curves (loss, tau, lr, z-std, rank, monitor)
+mmbyol export RUN_DIR format=onnx|torchvision|timm|hf|sentence-transformers [out=DIR]
+                                                           the encoder for other tools; prints the folder"""
 
 
 def _split_options(overrides: list[str], names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
@@ -128,6 +130,16 @@ def cmd_plot(args) -> None:
     print(plot_run(Path(args.run_dir), options.get("out")))
 
 
+def cmd_export(args) -> None:
+    from .export import FORMATS, export
+
+    options, rest = _split_options(args.overrides, ("format", "out"))
+    if rest or "format" not in options:
+        raise MMBYOLError(f"export takes RUN_DIR, format=NAME ({'|'.join(FORMATS)}) and out=DIR only"
+                          + (f"; got {' '.join(rest)}." if rest else "; format= is missing."))
+    print(export(Path(args.run_dir), options["format"], options.get("out")))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mmbyol",
@@ -164,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("overrides", nargs="*", metavar="out=FILE")
     p.set_defaults(run=cmd_plot)
+    p = commands.add_parser("export", help="export a run's encoder (ONNX, torchvision, timm, Hugging Face)")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("overrides", nargs="*", metavar="format=NAME [out=DIR]")
+    p.set_defaults(run=cmd_export)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="mmbyol: %(message)s",
                         stream=sys.stderr)

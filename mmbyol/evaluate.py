@@ -28,8 +28,25 @@ from .runtime import autocast_context, resolve_device
 
 log = logging.getLogger("mmbyol")
 
-def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """The online encoder f_θ exported by a run, in eval mode: ``features = encoder(prepared_batch)``.
+
+class RawInputEncoder(nn.Module):
+    """An encoder with its modality's front end before it: ``features = encoder(batch)`` for a
+    batch as the data sets give it (uint8 images, waveforms at the run's sample rate, raw series,
+    a list of strings)."""
+
+    def __init__(self, front_end: nn.Module, encoder: nn.Module):
+        super().__init__()
+        self.front_end, self.encoder = front_end, encoder
+        self.metadata = getattr(encoder, "metadata", None)
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.encoder(self.front_end(batch))
+
+
+def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu", raw_input: bool = False) -> nn.Module:
+    """The online encoder f_θ exported by a run, in eval mode: ``features = encoder(prepared_batch)``,
+    or with ``raw_input=True`` ``encoder(batch)`` from raw inputs (:class:`RawInputEncoder`: audio
+    from waveforms, with the run's front end and normalization).
     Its ``metadata`` holds what the export recorded (modality, encoder config, data info, step)."""
     path = Path(run_dir) / "encoder.safetensors"
     if not path.exists():
@@ -48,7 +65,14 @@ def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu") -> nn.
     encoder = build_encoder(meta["modality"], meta["encoder"], meta["info"])
     encoder.load_state_dict(state)
     encoder.metadata = meta
-    return for_inference(encoder, get_modality(meta["modality"]), device)
+    modality = get_modality(meta["modality"])
+    encoder = for_inference(encoder, modality, device)
+    if not raw_input:
+        return encoder
+    if modality.front_end is None:
+        raise ConfigError(f"modality {meta['modality']} has no front end as a module: its encoder takes prepared "
+                          f"batches (load_encoder(run_dir) and the modality's prepare)")
+    return RawInputEncoder(modality.front_end(meta["info"]), encoder).to(device).eval()
 
 
 def for_inference(encoder: nn.Module, modality: Modality, device: str | torch.device) -> nn.Module:

@@ -36,6 +36,10 @@ class Modality:
       token ids, a mapping): they are not offered;
     - ``channels_last``: use the channels-last memory format (image-like batches; faster
       convolutions on CUDA and on CPU);
+    - ``front_end(info)``: ``prepare`` as a module, from a collated batch to the encoder's input on
+      the module's device: ``load_encoder(…, raw_input=True)`` puts it before the encoder, and
+      ``mmbyol export format=onnx`` traces the two as one graph where it maps tensors to tensors.
+      ``None``: encoders of the modality take prepared batches only;
     - ``config_file``: the modality's default YAML, for a modality that does not ship with mmbyol
       (a plugin's); ``description``: one line for ``mmbyol list``.
     """
@@ -48,6 +52,7 @@ class Modality:
     views_file: str = "views.png"
     axes: dict[str, int] | None = None
     channels_last: bool = False
+    front_end: Callable[[dict[str, Any]], nn.Module] | None = None
     config_file: Path | None = None
     description: str = ""
 

@@ -17,7 +17,7 @@ from ...registry import register_modality
 from ..base import Modality
 from . import augment, data, encoders, spoken_digits  # noqa: F401  (each registers its parts)
 from .data import AudioDataConfig
-from .frontend import collate_waves, prepare_audio, save_spectrograms
+from .frontend import AudioFrontEnd, collate_waves, prepare_audio, save_spectrograms
 
 register_modality(Modality(
     name="audio",
@@ -25,6 +25,7 @@ register_modality(Modality(
     collate=collate_waves,
     prepare=prepare_audio,
     render_views=save_spectrograms,
+    front_end=AudioFrontEnd,
     axes={"channel": 1, "frequency": 2, "time": 3},
     channels_last=True,  # the CNN's maps of 32-64 channels convolve faster so (docs/performance.md)
     description="audio files as log-mel spectrograms (BYOL-A)",

@@ -9,44 +9,77 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchaudio
+from torch import nn
 
 from ...errors import DataError
 from ...views import save_labelled_grid
 
 LOG_EPS = torch.finfo(torch.float32).eps  # BYOL-A's floor under the mel power before the log
+NO_STATISTICS = ("Audio batches are normalized with the training set's statistics; pass the info of the training "
+                 "data set (or the exported encoder's metadata['info']).")
 
 
 def collate_waves(inputs: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(inputs)
 
 
+class LogMel(nn.Module):
+    """``(B, samples)`` waveforms → ``(B, 1, n_mels, frames)`` log mel power, not normalized:
+    torchaudio's ``MelSpectrogram`` (power 2) in two parts, its STFT (complex) and mel filterbank,
+    except that the power is re² + im², where torchaudio takes ``abs().pow(2)``, a square root and
+    a square: the same values to rounding (tested), in less time (docs/performance.md)."""
+
+    def __init__(self, info: dict):
+        super().__init__()
+        n_fft = info["n_fft"]
+        self.spectrogram = torchaudio.transforms.Spectrogram(n_fft=n_fft, win_length=n_fft,
+                                                             hop_length=info["hop_length"], power=None)
+        self.mel_scale = torchaudio.transforms.MelScale(info["n_mels"], info["sample_rate"], float(info["f_min"]),
+                                                        float(info["f_max"]), n_stft=n_fft // 2 + 1)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        s = self.spectrogram  # its STFT called directly: torchaudio's reshapes around it do not export to ONNX
+        stft = torch.stft(waves.to(self.mel_scale.fb.device, non_blocking=True).float(), s.n_fft, s.hop_length,
+                          s.win_length, s.window, center=s.center, pad_mode=s.pad_mode, normalized=False,
+                          onesided=s.onesided, return_complex=True)
+        power = stft.real.square() + stft.imag.square()
+        return (self.mel_scale(power) + LOG_EPS).log().unsqueeze(1)
+
+
+class AudioFrontEnd(nn.Module):
+    """``prepare_audio`` as a module: waveforms at the run's sample rate → log-mel spectrograms
+    normalized with the training set's statistics. Any length."""
+
+    def __init__(self, info: dict):
+        super().__init__()
+        if "mean" not in info:
+            raise DataError(NO_STATISTICS)
+        self.log_mel = LogMel(info)
+        self.mean, self.std = float(info["mean"]), float(info["std"])
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return (self.log_mel(waves) - self.mean) / self.std
+
+
+_FRONT_END_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "mean", "std")
+
+
 @lru_cache(maxsize=8)
-def _front_end(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float,
-               device: str) -> tuple[torchaudio.transforms.Spectrogram, torchaudio.transforms.MelScale]:
-    """torchaudio's STFT (complex) and mel filterbank: ``MelSpectrogram`` in two parts."""
-    spectrogram = torchaudio.transforms.Spectrogram(n_fft=n_fft, win_length=n_fft, hop_length=hop_length, power=None)
-    mel_scale = torchaudio.transforms.MelScale(n_mels, sample_rate, f_min, f_max, n_stft=n_fft // 2 + 1)
-    return spectrogram.to(device), mel_scale.to(device)
+def _front_end(values: tuple, device: str) -> AudioFrontEnd:
+    """One front end per set of settings and device: its filterbank is built once, not per batch."""
+    return AudioFrontEnd(dict(zip(_FRONT_END_KEYS, values))).to(device)
 
 
 def log_mel(waves: torch.Tensor, info: dict, device: torch.device) -> torch.Tensor:
-    """``(B, samples)`` waveforms → ``(B, 1, n_mels, frames)`` log mel power, not normalized:
-    torchaudio's ``MelSpectrogram`` (power 2), except that the power is re² + im², where
-    torchaudio takes ``abs().pow(2)``, a square root and a square: the same values to rounding
-    (tested), in less time (docs/performance.md)."""
-    spectrogram, mel_scale = _front_end(info["sample_rate"], info["n_fft"], info["hop_length"], info["n_mels"],
-                                        float(info["f_min"]), float(info["f_max"]), str(device))
-    stft = spectrogram(waves.to(device, non_blocking=True).float())
-    power = stft.real.square() + stft.imag.square()
-    return (mel_scale(power) + LOG_EPS).log().unsqueeze(1)
+    """``(B, samples)`` waveforms → ``(B, 1, n_mels, frames)`` log mel power, not normalized (:class:`LogMel`)."""
+    return _front_end(tuple(info.get(k, 0.0) for k in _FRONT_END_KEYS), str(device)).log_mel(waves)
 
 
 def prepare_audio(waves: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
     """Waveforms ``(B, samples)`` → log-mel spectrograms normalized with the training set's statistics."""
     if "mean" not in info:
-        raise DataError("Audio batches are normalized with the training set's statistics; pass the info of "
-                        "the training data set (or the exported encoder's metadata['info']).")
-    return (log_mel(waves, info, device) - info["mean"]) / info["std"]
+        raise DataError(NO_STATISTICS)
+    return _front_end(tuple(info[k] for k in _FRONT_END_KEYS), str(device))(waves)
 
 
 def save_spectrograms(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ...registry import register_modality
 from ...views import save_labelled_grid
@@ -23,6 +24,18 @@ def collate_images(inputs: list[torch.Tensor]) -> torch.Tensor:
 def prepare_images(batch: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
     """uint8 ``(B, C, H, W)`` → float in [0, 1] on the device; the augmentations work in that range."""
     return batch.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+class ImageFrontEnd(nn.Module):
+    """``prepare_images`` as a module: uint8 ``(B, C, H, W)`` → float in [0, 1] (the encoder
+    standardizes with the training set's statistics itself)."""
+
+    def __init__(self, info: dict):
+        super().__init__()
+        self.register_buffer("anchor", torch.empty(0), persistent=False)  # its device is the module's
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return prepare_images(images, self.anchor.device, info={})
 
 
 def save_view_grid(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
@@ -42,5 +55,6 @@ register_modality(Modality(
     render_views=save_view_grid,
     axes={"channel": 1, "height": 2, "width": 3},
     channels_last=True,
+    front_end=ImageFrontEnd,
     description="images (uint8 tensors or image files)",
 ))

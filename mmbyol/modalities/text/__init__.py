@@ -21,7 +21,7 @@ from ...registry import register_modality
 from ..base import Modality
 from . import augment, data, encoder  # noqa: F401  (each registers its parts)
 from .data import TextDataConfig
-from .frontend import collate_texts, prepare_text, write_text_views
+from .frontend import TextFrontEnd, collate_texts, prepare_text, write_text_views
 
 register_modality(Modality(
     name="text",
@@ -30,5 +30,6 @@ register_modality(Modality(
     prepare=prepare_text,
     render_views=write_text_views,
     views_file="views.txt",
+    front_end=TextFrontEnd,
     description="sentences as token ids (a BERT-style transformers encoder)",
 ))

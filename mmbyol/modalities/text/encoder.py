@@ -59,10 +59,15 @@ class TextEncoder(nn.Module):
         ids, attention = batch["input_ids"][:, :length], attention[:, :length]
         self._rates.value = batch.get("dropout") if self.training else None
         try:
-            tokens = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
+            return self.pooled(ids, attention)
         finally:
             self._rates.value = None
-        weight = attention.unsqueeze(-1).to(tokens.dtype)
+
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The model's last hidden state mean-pooled over the attention mask: the features, from
+        token ids as Hugging Face tokenizers give them (the ONNX export's graph)."""
+        tokens = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        weight = attention_mask.unsqueeze(-1).to(tokens.dtype)
         return (tokens * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
 
     def save_pretrained(self, path: str | Path) -> Path:
@@ -81,16 +86,18 @@ class TextEncoder(nn.Module):
             for k, *cands in (("cls", "[CLS]", "<s>"), ("sep", "[SEP]", "</s>"), ("unk", "[UNK]", "<unk>"))
             if (t := next((c for c in cands if tokenizer.token_to_id(c) is not None), None))
         }
-        PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=self.info["max_length"],
+        # the model's positions, not the training length: a pretrained start keeps its 512
+        PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=self.model.config.max_position_embeddings,
                                 pad_token=names["pad"], mask_token=names["mask"], **extra).save_pretrained(path)
         return path
 
 
 @register_encoder("text", "bert")
 def bert(info: dict[str, Any], layers: int = 4, hidden: int = 256, heads: int = 4, intermediate: int = 1024,
-         pretrained: str | None = None) -> TextEncoder:
+         pretrained: str | None = None, max_positions: int | None = None) -> TextEncoder:
     """A BERT encoder built from a config (``layers`` × ``hidden`` wide, ``heads`` attention
-    heads, feed-forward ``intermediate``) and randomly initialized, or — with ``pretrained=PATH``
+    heads, feed-forward ``intermediate``, ``max_positions`` position embeddings, by default
+    ``data.max_length``: the longest input it can read) and randomly initialized, or — with ``pretrained=PATH``
     — any local ``transformers`` encoder checkpoint (its own sizes; then use its tokenizer too,
     ``data.tokenizer=PATH``). Nothing is downloaded."""
     from transformers import AutoModel, BertConfig, BertModel
@@ -109,11 +116,13 @@ def bert(info: dict[str, Any], layers: int = 4, hidden: int = 256, heads: int = 
             raise ValueError(f"data.max_length={info['max_length']} exceeds the model's "
                              f"{model.config.max_position_embeddings} positions")
     else:
+        if max_positions is not None and max_positions < info["max_length"]:
+            raise ValueError(f"encoder.max_positions={max_positions} is less than data.max_length={info['max_length']}")
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
         config = BertConfig(vocab_size=info["vocab_size"], hidden_size=hidden, num_hidden_layers=layers,
                             num_attention_heads=heads, intermediate_size=intermediate,
-                            max_position_embeddings=info["max_length"], type_vocab_size=1,
+                            max_position_embeddings=max_positions or info["max_length"], type_vocab_size=1,
                             pad_token_id=info["pad_token_id"], hidden_dropout_prob=0.0,
                             attention_probs_dropout_prob=0.0)
         model = BertModel(config, add_pooling_layer=False)

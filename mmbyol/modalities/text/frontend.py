@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .tokenizer import run_tokenizer
 
@@ -34,6 +35,18 @@ def prepare_text(texts: list[str], device: torch.device, info: dict[str, Any]) -
         "pad_token_id": info["pad_token_id"],
         "mask_token_id": info["mask_token_id"],
     }
+
+
+class TextFrontEnd(nn.Module):
+    """``prepare_text`` as a module: a list of strings → the token batch on the module's device."""
+
+    def __init__(self, info: dict[str, Any]):
+        super().__init__()
+        self.info = info
+        self.register_buffer("anchor", torch.empty(0), persistent=False)  # its device is the module's
+
+    def forward(self, texts: list[str]) -> dict[str, Any]:
+        return prepare_text(texts, self.anchor.device, self.info)
 
 
 def decode(batch: dict[str, Any], info: dict[str, Any]) -> list[str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ...registry import register_modality
 from ..base import Modality
@@ -22,13 +23,22 @@ def collate_series(inputs: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(inputs)
 
 
+class SeriesFrontEnd(nn.Module):
+    """Each channel of ``(B, channels, length)`` normalized with the training split's mean and
+    std; a missing value (NaN) becomes 0, the channel's mean. Any length."""
+
+    def __init__(self, info: dict):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1))
+        self.register_buffer("std", torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1))
+
+    def forward(self, series: torch.Tensor) -> torch.Tensor:
+        series = series.to(self.mean.device, non_blocking=True).float()
+        return torch.nan_to_num((series - self.mean) / self.std, nan=0.0)
+
+
 def prepare_series(batch: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
-    """Each channel normalized with the training split's mean and std; a missing value becomes 0,
-    the channel's mean."""
-    batch = batch.to(device, non_blocking=True).float()
-    mean = torch.tensor(info["mean"], device=device).view(1, -1, 1)
-    std = torch.tensor(info["std"], device=device).view(1, -1, 1)
-    return torch.nan_to_num((batch - mean) / std, nan=0.0)
+    return SeriesFrontEnd(info).to(device)(batch)
 
 
 def save_lines(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
@@ -62,6 +72,7 @@ register_modality(Modality(
     collate=collate_series,
     prepare=prepare_series,
     render_views=save_lines,
+    front_end=SeriesFrontEnd,
     axes={"channel": 1, "time": 2},
     description="multichannel series (UCR/UEA .ts, arrays) with generic augmentations",
 ))
