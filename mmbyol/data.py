@@ -37,6 +37,20 @@ def build_dataset(cfg: DictConfig, split: str) -> DataSet:
     return dataset
 
 
+def labelled(dataset: Dataset) -> Dataset:
+    """The items of ``dataset`` that have a label (not -1), where it lists its ``labels`` and mixes
+    both (STL-10's train and unlabelled splits, which BYOL trains on together); else ``dataset``."""
+    parent, indices = (dataset.dataset, dataset.indices) if isinstance(dataset, Subset) else (dataset, None)
+    labels = getattr(parent, "labels", None)
+    if labels is None:
+        return dataset
+    labels = torch.as_tensor(labels if indices is None else [int(labels[i]) for i in indices])
+    keep = (labels >= 0).nonzero().squeeze(1).tolist()
+    if len(keep) in (0, len(labels)):
+        return dataset
+    return Subset(parent, keep if indices is None else [indices[i] for i in keep])
+
+
 def evenly_spaced(dataset: Dataset, limit: int) -> Dataset:
     """``limit`` items spread evenly through ``dataset`` (all of it if it is smaller): not the
     first ``limit``, so a set stored class by class (or accent by accent) keeps every class."""

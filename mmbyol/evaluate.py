@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .config import L2_GRID, load_config
-from .data import build_dataset, collate_items, evenly_spaced
+from .data import build_dataset, collate_items, evenly_spaced, labelled
 from .errors import CheckpointError, ConfigError, DataError
 from .modalities.base import Modality, build_encoder, get_modality
 from .registry import import_plugins
@@ -220,7 +220,7 @@ def run_features(cfg: DictConfig,
     ``(train_x, train_y, test_x, test_y, step, test_set)``."""
     modality = get_modality(cfg.modality)
     device = resolve_device(cfg.device)
-    train_set, test_set = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    train_set, test_set = labelled(build_dataset(cfg, "train")), build_dataset(cfg, "test")
     if cfg.eval.test_limit is not None:
         test_set = evenly_spaced(test_set, cfg.eval.test_limit)
     if cfg.eval.init == "random":

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from .data import evenly_spaced
+from .data import evenly_spaced, labelled
 from .evaluate import extract_features, knn_accuracy
 from .metrics import effective_rank
 from .modalities.base import DataSet, Modality, TwoViews
@@ -169,5 +169,5 @@ def build_monitor(cfg: DictConfig, dataset: DataSet, modality: Modality, info: d
 def monitor_from_config(cfg: DictConfig, dataset: DataSet, modality: Modality, info: dict[str, Any],
                         device: torch.device, autocast) -> Monitor:
     """A monitor of ``trainer.monitor_items`` items with eval's kNN settings, whatever ``monitor_every`` says."""
-    return Monitor(dataset, modality, info, device, autocast, cfg.trainer.monitor_items, cfg.eval.batch_size,
-                   cfg.eval.knn_k, cfg.eval.knn_temperature)
+    return Monitor(labelled(dataset), modality, info, device, autocast, cfg.trainer.monitor_items,
+                   cfg.eval.batch_size, cfg.eval.knn_k, cfg.eval.knn_temperature)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -238,3 +240,43 @@ def test_cifar100_reads_torchvisions_layout_with_fine_labels_and_trains_and_eval
                "trainer.progress=false", "model.hidden_dim=32", "model.projection_dim=16", "device=cpu"]
     assert cli.main(["train", *options, f"run.dir={tmp_path / 'run'}"]) == 0
     assert cli.main(["eval", str(tmp_path / "run")]) == 0
+
+
+def test_stl10_trains_on_labelled_and_unlabelled_images_and_probes_on_the_labelled(tmp_path, monkeypatch):
+    import numpy as np
+    import torchvision
+
+    from mmbyol import cli
+    from mmbyol.config import load_config
+    from mmbyol.data import build_dataset, labelled
+
+    folder = tmp_path / "stl10_binary"  # the binary version as it unpacks: column-major 96×96 images, labels 1-10
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 8), ("unlabeled", 12), ("test", 6)):
+        rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8).tofile(folder / f"{stem}_X.bin")
+        if stem != "unlabeled":
+            (np.arange(n, dtype=np.uint8) % 2 + 1).tofile(folder / f"{stem}_y.bin")
+    (folder / "class_names.txt").write_text("\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse",
+                                                       "monkey", "ship", "truck"]) + "\n")
+    # torchvision checks the official archive's md5 sums, which a miniature cannot match
+    monkeypatch.setattr(torchvision.datasets.stl10, "check_integrity", lambda path, md5=None: True)
+    cfg = load_config(["data.name=stl10", f"data.root={tmp_path}"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert (len(train), len(test), train.info["size"]) == (20, 6, 96)
+    assert train.labels.tolist() == [0, 1] * 4 + [-1] * 12 and test.labels.tolist() == [0, 1] * 3
+    raw = np.fromfile(folder / "train_X.bin", dtype=np.uint8).reshape(8, 3, 96, 96)
+    assert torch.equal(train.images[1], torch.from_numpy(raw[1]).transpose(1, 2))  # stored column by column
+    assert len(labelled(train)) == 8 and labelled(test) is test
+    limited = load_config(["data.name=stl10", f"data.root={tmp_path}", "data.limit=10"])
+    assert len(labelled(build_dataset(limited, "train"))) == 4  # every other item of 20: 4 labelled, 6 not
+
+    options = ["data.name=stl10", f"data.root={tmp_path}", "data.batch_size=10", "trainer.max_steps=2",
+               "trainer.progress=false", "model.hidden_dim=32", "model.projection_dim=16", "device=cpu",
+               "trainer.monitor_every=1", "trainer.log_every=1"]
+    assert cli.main(["train", *options, f"run.dir={tmp_path / 'run'}"]) == 0  # in this process: md5 patched out
+    monitored = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("monitor_knn" in r for r in monitored)  # the labelled items give the monitor its kNN
+    assert cli.main(["eval", str(tmp_path / "run"), "eval.labels_per_class=2"]) == 0
+    result = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert result["n_train"] == 8 and result["n_test"] == 6

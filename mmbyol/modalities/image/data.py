@@ -120,6 +120,24 @@ def cifar100(cfg: ImageDataConfig, split: str) -> TensorImages:
     return _torchvision_cifar(cfg, split, "CIFAR-100", "cifar-100-python", torchvision.datasets.CIFAR100)
 
 
+@register_dataset("image", "stl10")
+def stl10(cfg: ImageDataConfig, split: str) -> TensorImages:
+    """STL-10 through torchvision from ``data.root`` (the binary version, ``stl10_binary/``); never
+    downloaded. BYOL trains on the 5,000 labelled training images and the 100,000 unlabelled ones
+    (label -1) together; the probe and the monitor use the labelled ones."""
+    if cfg.root is None:
+        raise DataError("STL-10 needs data.root=DIR: the folder holding stl10_binary/ (torchvision's layout). "
+                        "mmbyol never downloads data.")
+    try:
+        data = torchvision.datasets.STL10(str(Path(cfg.root).expanduser()),
+                                          split="train+unlabeled" if split == "train" else "test", download=False)
+    except RuntimeError as error:
+        raise DataError(f"STL-10 was not found in {cfg.root} ({error}). Put the binary version (stl10_binary/) "
+                        "there, as torchvision expects.") from error
+    return TensorImages(torch.from_numpy(data.data), torch.as_tensor(data.labels, dtype=torch.long),
+                        list(data.classes))
+
+
 class CycledImages(TensorImages):
     """``length`` items that cycle through a small pool of in-memory images."""
 
