@@ -4,11 +4,13 @@ clips (a random crop in training, the start in evaluation), and the ``audio-fold
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 import soundfile
 import torch
@@ -20,6 +22,7 @@ from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
 from ..base import TwoViews, split_folder
+from ..hf import labels_of, open_split
 from .frontend import log_mel
 from .noise import VIEW_NOISES, clip_noise, mix_at_snr, stable_seed
 
@@ -55,6 +58,9 @@ class AudioDataConfig(DataConfig):
     label: str = "word"
     test_accents: list[str] = field(default_factory=lambda: ["en-gb-scotland", "en-029"])  # label=word
     test_words: list[str] = field(default_factory=lambda: ["seven", "eight", "nine"])  # label=voice
+    # hf-dataset only: the columns holding the audio (a datasets Audio feature) and the label
+    audio_column: str = "audio"
+    label_column: str = "label"
     # esc50 (folds 1-5) and urbansound8k (1-10): the fold held out for testing; the others train
     fold: int = 1
 
@@ -62,12 +68,12 @@ class AudioDataConfig(DataConfig):
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif"}
 
 
-def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
-    """A file decoded with soundfile, mixed down to mono and resampled to ``sample_rate``:
-    float32 ``(samples,)``. Raises ``ValueError`` for an empty file or one with NaN or infinite
-    samples (a float WAV can hold them; one such clip would turn the loss into NaN), soundfile's
-    error for an unreadable one."""
-    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+def load_audio(path: str | Path | BinaryIO, sample_rate: int) -> torch.Tensor:
+    """A file (or an open binary file object) decoded with soundfile, mixed down to mono and
+    resampled to ``sample_rate``: float32 ``(samples,)``. Raises ``ValueError`` for an empty file
+    or one with NaN or infinite samples (a float WAV can hold them; one such clip would turn the
+    loss into NaN), soundfile's error for an unreadable one."""
+    data, rate = soundfile.read(path if hasattr(path, "read") else str(path), dtype="float32", always_2d=True)
     if data.size == 0:
         raise ValueError("no samples")
     wave = torch.from_numpy(data).mean(dim=1)
@@ -135,7 +141,7 @@ class AudioClips(Dataset):
     def __getitem__(self, index: int):
         path = self.files[index]
         try:
-            wave = load_audio(path, self.sample_rate)
+            wave = self.read(index)
         except (soundfile.LibsndfileError, RuntimeError, ValueError, OSError) as error:
             log.warning("skipping unreadable audio %s: %s", path, error)
             return None
@@ -154,6 +160,10 @@ class AudioClips(Dataset):
         if self.snr_db is not None:
             window = mix_at_snr(window, self.noise(path), wave.pow(2).mean(), self.snr(path))
         return window.contiguous(), self.labels[index]
+
+    def read(self, index: int) -> torch.Tensor:
+        """The item's whole clip, mono at the data set's sample rate."""
+        return load_audio(self.files[index], self.sample_rate)
 
     def noisy_views(self, window: torch.Tensor, power: torch.Tensor, index: int) -> TwoViews:
         """``window`` mixed with two fresh noises, one per view, at SNRs drawn from ``view_snr_db``
@@ -235,6 +245,38 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
         raise DataError(f"{root} has no {split}/ folder: evaluation needs labelled audio in {split_dir}/CLASS/ "
                         "(val/CLASS/ is read in its place).")
     return AudioClips(files, labels, classes, cfg, split == "train", base, groups=groups)
+
+
+class ArrowClips(AudioClips):
+    """AudioClips whose audio is a ``datasets`` table's column (encoded bytes, or a file path),
+    decoded with soundfile; an item's name is ``ROOT[index]``."""
+
+    def __init__(self, table, column: str, labels: list[int], classes: list[str], cfg: AudioDataConfig,
+                 training: bool, root: Path):
+        from datasets import Audio
+
+        self.table = table.cast_column(column, Audio(decode=False))  # soundfile decodes, not torchcodec
+        self.column = column
+        super().__init__([Path(f"{root}[{i}]") for i in range(len(table))], labels, classes, cfg, training, root)
+
+    def read(self, index: int) -> torch.Tensor:
+        audio = self.table[index][self.column]
+        source = io.BytesIO(audio["bytes"]) if audio.get("bytes") else audio.get("path")
+        if source is None:
+            raise ValueError("neither bytes nor a path")
+        return load_audio(source, self.sample_rate)
+
+
+@register_dataset("audio", "hf-dataset")
+def hf_dataset(cfg: AudioDataConfig, split: str) -> ArrowClips:
+    """A Hugging Face dataset at ``data.root`` (a ``save_to_disk`` folder or Parquet files,
+    ``mmbyol.modalities.hf``): the audio column (``data.audio_column``, an ``Audio`` feature of
+    any rate and channel count) and, where there is one, the label column (``data.label_column``;
+    a ``ClassLabel`` keeps its names)."""
+    table = open_split(cfg.root, split, [cfg.audio_column])
+    train = open_split(cfg.root, "train", [cfg.audio_column]) if split != "train" else None
+    labels, classes = labels_of(table, cfg.label_column, train)
+    return ArrowClips(table, cfg.audio_column, labels, classes, cfg, split == "train", Path(cfg.root).expanduser())
 
 
 def _layout_root(cfg: AudioDataConfig, name: str, expected: str) -> Path:

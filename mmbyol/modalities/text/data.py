@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
-from .tokenizer import load_tokenizer, tokenizer_info, train_tokenizer
+from ..hf import labels_of, open_split
+from .tokenizer import checkpoint_max_length, load_tokenizer, tokenizer_info, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class TextDataConfig(DataConfig):
     name: str = "wordnet-glosses"
-    max_length: int = 64  # tokens per example, special tokens included; longer ones are truncated
+    # tokens per example, special tokens included; longer ones are truncated. null: the limit of the
+    # checkpoint at data.tokenizer (sentence-transformers' max_seq_length, else model_max_length)
+    max_length: int | None = 64
     # the tokenizer: a local Hugging Face tokenizer directory (or tokenizer.json); null = train one
     # on the training split (saved with the run)
     tokenizer: str | None = None
@@ -60,13 +63,14 @@ class Texts(Dataset):
 
     @cached_property
     def info(self) -> dict[str, Any]:
+        max_length = self.cfg.max_length or checkpoint_max_length(self.cfg.tokenizer)
         if not self.training:
-            return {"max_length": self.cfg.max_length}
+            return {"max_length": max_length}
         if self.cfg.tokenizer:
             tokenizer = load_tokenizer(self.cfg.tokenizer)
         else:
             tokenizer = train_tokenizer(self.texts, self.cfg.vocab_size, self.cfg.tokenizer_model, self.cfg.lowercase)
-        return tokenizer_info(tokenizer, self.cfg.max_length)
+        return tokenizer_info(tokenizer, max_length)
 
 
 # WordNet's lexicographer files (lexnames(5WN)) that make the ten classes, in a fixed order.
@@ -200,3 +204,18 @@ def text_file(cfg: TextDataConfig, split: str) -> Texts:
         raise DataError(f"{path} has labels the training file {cfg.train} never uses: {', '.join(unknown[:5])}.")
     labels = [index[n] if n is not None else -1 for n in names]
     return Texts(texts, labels, classes, cfg, split == "train")
+
+
+@register_dataset("text", "hf-dataset")
+def hf_dataset(cfg: TextDataConfig, split: str) -> Texts:
+    """A Hugging Face dataset at ``data.root`` (a ``save_to_disk`` folder or Parquet files,
+    ``mmbyol.modalities.hf``): the text column (``data.text_column``) and, where there is one, the
+    label column (``data.label_column``; a ``ClassLabel`` keeps its names). Empty texts are skipped
+    and counted."""
+    dataset = open_split(cfg.root, split, [cfg.text_column])
+    train = open_split(cfg.root, "train", [cfg.text_column]) if split != "train" else None
+    labels, classes = labels_of(dataset, cfg.label_column, train)
+    rows = [(str(text), label) for text, label in zip(dataset[cfg.text_column], labels) if text and str(text).strip()]
+    if len(rows) < len(labels):
+        log.warning("%s (%s): skipped %d empty texts", cfg.root, split, len(labels) - len(rows))
+    return Texts([text for text, _ in rows], [label for _, label in rows], classes, cfg, split == "train")

@@ -79,6 +79,23 @@ def load_tokenizer(path: str | Path):
                         f"tokenizer.json or the files of a Hugging Face fast tokenizer.") from None
 
 
+def checkpoint_max_length(path: str | Path | None) -> int:
+    """The longest input a checkpoint folder is meant for: sentence-transformers'
+    ``max_seq_length``, else its tokenizer's ``model_max_length``, else its position count."""
+    folder = Path(path) if path else None
+    if folder is not None and folder.is_file():
+        folder = folder.parent
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length"),
+                      ("config.json", "max_position_embeddings")):
+        file = folder / name if folder is not None else None
+        if file is not None and file.is_file():
+            value = json.loads(file.read_text()).get(key)
+            if isinstance(value, int) and 0 < value < 100_000:  # transformers writes 1e30 for "no limit"
+                return value
+    raise DataError(f"data.max_length=null takes the limit of the checkpoint at data.tokenizer, but {path} records "
+                    f"none: set data.max_length=N")
+
+
 def _special_token(tokenizer, *candidates: str) -> int | None:
     for token in candidates:
         index = tokenizer.token_to_id(token)
