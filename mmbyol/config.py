@@ -60,6 +60,7 @@ class OptimConfig:
     trust_clip: bool = False  # LARS: the adaptive rate never above lr (solo-learn's clip_lr)
     warmup_epochs: float = 10.0
     predictor_lr_scale: float = 1.0  # the predictor's learning rate relative to lr (1 in the paper)
+    encoder_lr_scale: float = 1.0  # the online encoder's learning rate relative to lr (a pretrained one: lower)
 
 
 @dataclass
@@ -193,7 +194,8 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> DictConfig:
-    """The resolved config: defaults ← base.yaml ← modality yaml ← ``preset=NAME`` ← ``base`` ←
+    """The resolved config: defaults ← base.yaml ← modality yaml ← the modality's
+    ``NAME.pretrained.yaml`` when ``encoder.pretrained`` is set ← ``preset=NAME`` ← ``base`` ←
     ``config=FILE`` ← ``overrides``.
 
     ``base`` is a saved config (a run's ``config.yaml``) that overrides refine, for resume and
@@ -233,6 +235,9 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
             layers.append(load_yaml(modality_file))
         elif modality.config_file is not None:
             layers.append(load_yaml(modality.config_file))
+        pretrained_file = config_dir() / "modality" / f"{modality_name}.pretrained.yaml"
+        if pretrained_file.exists() and _pretrained_given(given, files, preset):
+            layers.append(load_yaml(pretrained_file))  # fine-tuning a checkpoint wants other defaults
         if preset is not None:
             layers.append(preset)
     for layer in layers:
@@ -251,6 +256,20 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
         raise ConfigError(_explain(cfg, error)) from None
     validate(cfg)
     return cfg
+
+
+def _pretrained_given(given: Mapping[str, Any], files: list[tuple[DictConfig, str]],
+                      preset: DictConfig | None) -> bool:
+    """Whether the command line, a config file or the preset sets ``encoder.pretrained``."""
+    if "encoder.pretrained" in given:
+        return given["encoder.pretrained"] is not None
+    if isinstance(given.get("encoder"), Mapping) and "pretrained" in given["encoder"]:
+        return given["encoder"]["pretrained"] is not None
+    for layer in [*(layer for layer, _ in reversed(files)), preset]:
+        encoder = layer.get("encoder") if layer is not None else None
+        if isinstance(encoder, Mapping) and "pretrained" in encoder:
+            return encoder["pretrained"] is not None
+    return False
 
 
 def _user_file(value: Any) -> tuple[DictConfig, str]:
@@ -305,6 +324,9 @@ def validate(cfg: DictConfig) -> None:
     if not grid or not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
         raise ConfigError(f"eval.l2_grid={list(grid)} must list one or more L2 strengths >= 0, e.g. "
                           f"eval.l2_grid=[1e-4, 1e-2]; one value fixes the probe's L2 without cross-validation.")
+    for key in ("optim.predictor_lr_scale", "optim.encoder_lr_scale"):
+        if not OmegaConf.select(cfg, key) > 0:
+            raise ConfigError(f"{key} must be more than 0, got {OmegaConf.select(cfg, key)}: it multiplies optim.lr.")
     for key in ("trainer.monitor_every", "trainer.monitor_items", "search.finalists"):
         if (OmegaConf.select(cfg, key) or 0) < 0:
             raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")

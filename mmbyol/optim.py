@@ -11,18 +11,23 @@ from torch import nn
 from .errors import ConfigError
 
 
-def param_groups(model: nn.Module, weight_decay: float, predictor_lr_scale: float = 1.0) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, predictor_lr_scale: float = 1.0,
+                 encoder_lr_scale: float = 1.0) -> list[dict]:
     """Groups of trainable parameters: weights (decayed, adapted) and biases/norm parameters
     (every parameter with at most one dimension: neither decayed nor adapted). With
     ``predictor_lr_scale`` ≠ 1 the predictor's parameters get their own groups whose learning
-    rate is scaled (``lr_scale``; a faster predictor, as in DirectPred/SimSiam)."""
-    predictor = getattr(model, "predictor", None)
-    scaled = {id(p) for p in predictor.parameters()} if predictor is not None and predictor_lr_scale != 1.0 else set()
+    rate is scaled (``lr_scale``; a faster predictor, as in DirectPred/SimSiam); likewise the
+    online encoder's with ``encoder_lr_scale`` (a pretrained encoder fine-tuned more slowly than
+    the new heads)."""
+    scales: dict[int, float] = {}
+    for name, scale in (("predictor", predictor_lr_scale), ("online_encoder", encoder_lr_scale)):
+        part = getattr(model, name, None)
+        if part is not None and scale != 1.0:
+            scales.update({id(p): scale for p in part.parameters()})
     groups: dict[tuple[float, bool], list[nn.Parameter]] = {}  # (lr scale, excluded) → parameters
     for parameter in model.parameters():
         if parameter.requires_grad:
-            scale = predictor_lr_scale if id(parameter) in scaled else 1.0
-            groups.setdefault((scale, parameter.ndim <= 1), []).append(parameter)
+            groups.setdefault((scales.get(id(parameter), 1.0), parameter.ndim <= 1), []).append(parameter)
     return [{"params": params, "weight_decay": 0.0 if excluded else weight_decay, "lars_exclude": excluded,
              "lr_scale": scale} for (scale, excluded), params in groups.items()]
 
@@ -84,9 +89,9 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9,
                     trust_coefficient: float = 1e-3, predictor_lr_scale: float = 1.0,
-                    trust_clip: bool = False) -> torch.optim.Optimizer:
+                    trust_clip: bool = False, encoder_lr_scale: float = 1.0) -> torch.optim.Optimizer:
     """``lars`` (the paper's), ``adamw`` or ``sgd``; all exclude biases and norms from decay."""
-    groups = param_groups(model, weight_decay, predictor_lr_scale)
+    groups = param_groups(model, weight_decay, predictor_lr_scale, encoder_lr_scale)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum, trust_coefficient=trust_coefficient, clip=trust_clip)
     for group in groups:

@@ -114,7 +114,8 @@ def build_training(cfg: DictConfig, device: torch.device, dataset: DataSet, info
     views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
     optim = cfg.optim
     optimizer = build_optimizer(optim.name, model, base_lr, optim.weight_decay, optim.momentum,
-                                optim.trust_coefficient, optim.predictor_lr_scale, optim.trust_clip)
+                                optim.trust_coefficient, optim.predictor_lr_scale, optim.trust_clip,
+                                optim.encoder_lr_scale)
     generator = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, ranks.rank))
     if ranks.rank:
         torch.manual_seed(rank_seed(cfg.seed, ranks.rank))  # dropout masks differ between ranks

@@ -58,3 +58,17 @@ def test_adamw_and_sgd_also_exclude_biases_from_decay():
     for name in ("adamw", "sgd"):
         optimizer = build_optimizer(name, model(), lr=0.1, weight_decay=0.3)
         assert [g["weight_decay"] for g in optimizer.param_groups] == [0.3, 0.0]
+
+
+def test_the_encoder_and_the_predictor_get_their_own_learning_rate_scales():
+    from mmbyol import BYOL
+
+    encoder = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU())
+    model = BYOL(encoder, feature_dim=8, hidden_dim=16, projection_dim=4)
+    groups = param_groups(model, 0.1, predictor_lr_scale=10.0, encoder_lr_scale=0.1)
+    owner = {id(p): scale for g in groups for p in g["params"] for scale in [g["lr_scale"]]}
+    assert {owner[id(p)] for p in model.online_encoder.parameters()} == {0.1}
+    assert {owner[id(p)] for p in model.predictor.parameters()} == {10.0}
+    assert {owner[id(p)] for p in model.online_projector.parameters()} == {1.0}
+    assert not any(id(p) in owner for p in model.target_encoder.parameters())  # the target is not optimized
+    assert len(param_groups(model, 0.1)) == 2  # no scales: decayed and excluded only

@@ -318,3 +318,30 @@ def test_train_eval_views_and_export_through_the_cli(tmp_path, corpus_files):
     shown = run_cli("views", *TEXT_TINY, *data, f"out={out}", "n=3").stdout
     assert shown.count("original:") == 3 and shown.count("view 2:") == 3
     assert out.read_text() in shown
+
+
+def test_a_pretrained_start_takes_its_own_tokenizer_length_and_the_fine_tuning_defaults(tmp_path, info):
+    from omegaconf import OmegaConf
+
+    from mmbyol.config import config_dir
+
+    _, folder = pretrained_folder(tmp_path / "tiny-bert", info)
+    (tmp_path / "x.txt").write_text("\n".join(CORPUS))
+    data = ["modality=text", "data.name=text-file", f"data.train={tmp_path / 'x.txt'}"]
+    scratch = load_config(data)
+    cfg = load_config([*data, f"encoder.pretrained={folder}"])
+    overlay = OmegaConf.load(config_dir() / "modality" / "text.pretrained.yaml")
+    assert cfg.data.tokenizer == str(folder) and cfg.data.max_length is None
+    assert cfg.optim.lr == overlay.optim.lr != scratch.optim.lr
+    assert cfg.trainer.epochs == overlay.trainer.epochs
+    assert build_dataset(cfg, "train").info["max_length"] == 16  # the checkpoint's tokenizer_config.json
+    # the command line and files still win, and a file can name the checkpoint too
+    assert load_config([*data, f"encoder.pretrained={folder}", "optim.lr=0.5"]).optim.lr == 0.5
+    (tmp_path / "ft.yaml").write_text(f"encoder:\n  pretrained: {folder}\n")
+    assert load_config([*data, f"config={tmp_path / 'ft.yaml'}"]).optim.lr == overlay.optim.lr
+    assert load_config([*data, f"config={tmp_path / 'ft.yaml'}", "encoder.pretrained=null"]).optim.lr == \
+        scratch.optim.lr
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 12}')
+    assert build_dataset(load_config([*data, f"encoder.pretrained={folder}"]), "train").info["max_length"] == 12
+    with pytest.raises(DataError, match="set data.max_length=N"):
+        _ = build_dataset(load_config([*data, "data.max_length=null"]), "train").info
