@@ -52,7 +52,7 @@ AUDIO = [*AUDIO_TINY, "data.name=hf-dataset", "data.label_column=kind", "data.ba
 
 def train_and_eval(options, run_dir):
     assert cli.main(["train", *options, f"run.dir={run_dir}"]) == 0
-    assert cli.main(["eval", str(run_dir), "eval.labels_per_class=2"]) == 0
+    assert cli.main(["eval", str(run_dir), "eval.labels_per_class=2", "eval.l2_grid=[0.01]"]) == 0
     return json.loads((run_dir / "eval.json").read_text())
 
 

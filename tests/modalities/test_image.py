@@ -277,6 +277,6 @@ def test_stl10_trains_on_labelled_and_unlabelled_images_and_probes_on_the_labell
     assert cli.main(["train", *options, f"run.dir={tmp_path / 'run'}"]) == 0  # in this process: md5 patched out
     monitored = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("monitor_knn" in r for r in monitored)  # the labelled items give the monitor its kNN
-    assert cli.main(["eval", str(tmp_path / "run"), "eval.labels_per_class=2"]) == 0
+    assert cli.main(["eval", str(tmp_path / "run"), "eval.labels_per_class=2", "eval.l2_grid=[0.01]"]) == 0
     result = json.loads((tmp_path / "run" / "eval.json").read_text())
     assert result["n_train"] == 8 and result["n_test"] == 6
