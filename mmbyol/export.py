@@ -172,16 +172,16 @@ def write_onnx(encoder: nn.Module, meta: dict[str, Any], out: Path) -> tuple[dic
         log.warning("onnxruntime is not installed: the ONNX export is not checked against the encoder")
     else:
         check = _example(name, info, 3)
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        runtime = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         with torch.no_grad():
             reference = module(*check).float()
-        got = session.run(None, {key: value.numpy() for key, value in zip(inputs, check)})[0]
+        got = runtime.run(None, {key: value.numpy() for key, value in zip(inputs, check)})[0]
         manifest["checked"] = {"runtime": f"onnxruntime {onnxruntime.__version__}", "batch": 3,
                                "max_abs_diff": _close(reference, torch.from_numpy(got), "onnxruntime")}
     feeds = ", ".join(f'"{key}": {key}' for key in inputs)
     usage = f"""import onnxruntime
-session = onnxruntime.InferenceSession("encoder.onnx")
-features = session.run(None, {{{feeds}}})[0]  # the inputs: mmbyol-export.json"""
+model = onnxruntime.InferenceSession("encoder.onnx")
+features = model.run(None, {{{feeds}}})[0]  # the inputs: mmbyol-export.json"""
     if name == "text":
         usage = ("import numpy as np\nfrom tokenizers import Tokenizer\n" + usage.replace(
             "features =", 'rows = Tokenizer.from_file("tokenizer.json").encode_batch(texts)  # truncated, padded\n'

@@ -81,7 +81,7 @@ def test_onnx_takes_raw_input_and_matches_the_encoder(runs, modality):
     folder = run_export(runs[modality], "onnx")
     manifest = json.loads((folder / "mmbyol-export.json").read_text())
     assert manifest["checked"]["max_abs_diff"] < 1e-3
-    session = onnxruntime.InferenceSession(str(folder / "encoder.onnx"))
+    runtime = onnxruntime.InferenceSession(str(folder / "encoder.onnx"))
     raw = load_encoder(runs[modality], raw_input=True)
     batch = raw_batch(runs[modality])
     inputs = [batch]
@@ -90,7 +90,7 @@ def test_onnx_takes_raw_input_and_matches_the_encoder(runs, modality):
     if modality == "timeseries":
         inputs.append(torch.randn(3, batch.shape[1], 70))
     for x in inputs:
-        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        got = runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})[0]
         with torch.no_grad():
             np.testing.assert_allclose(got, raw(x).numpy(), rtol=1e-4, atol=1e-4)
 

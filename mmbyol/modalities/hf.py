@@ -43,9 +43,10 @@ def open_split(root: str | Path | None, split: str, columns: list[str]):
     held_out = "the test split (or validation)"
     if path.is_file() or (path.is_dir() and not (path / "dataset_dict.json").exists()
                           and not (path / "state.json").exists()):
-        files = [path] if path.is_file() else _parquet_files(path, split)
-        if path.is_file() and split != "train":
-            files = []
+        if path.is_file():
+            files = [path] if split == "train" else []
+        else:
+            files = _parquet_files(path, split)
         if not files:
             raise DataError(f"{path} has no Parquet files for {held_out if split != 'train' else 'the train split'}: "
                             f"name them train-*.parquet and test-*.parquet (or point data.root at a folder from "
@@ -78,19 +79,22 @@ def open_split(root: str | Path | None, split: str, columns: list[str]):
     return dataset
 
 
-def labels_of(dataset, column: str, train=None) -> tuple[list[int], list[str]]:
-    """The label column as class numbers and the class names: a ``ClassLabel``'s own names, else the
-    training split's values, sorted; -1 for every item when there is no such column."""
-    if column not in dataset.column_names:
-        return [-1] * len(dataset), []
-    feature = dataset.features[column]
-    values = dataset[column]
+def open_labelled(root: str | Path | None, split: str, column: str, label_column: str):
+    """The ``split`` with its ``column`` (see :func:`open_split`), and its labels as class numbers
+    with the class names: a ``ClassLabel``'s own names, else the training split's values, sorted
+    (the training split is read for them only then); -1 for every item when there is no label
+    column: ``(dataset, labels, classes)``."""
+    dataset = open_split(root, split, [column])
+    if label_column not in dataset.column_names:
+        return dataset, [-1] * len(dataset), []
+    values = dataset[label_column]
+    feature = dataset.features[label_column]
     if hasattr(feature, "names"):  # ClassLabel
-        return [int(v) for v in values], list(feature.names)
-    reference = (train if train is not None else dataset)[column]
+        return dataset, [int(v) for v in values], list(feature.names)
+    reference = values if split == "train" else open_split(root, "train", [column, label_column])[label_column]
     classes = sorted({str(v) for v in reference})
     index = {name: i for i, name in enumerate(classes)}
     unknown = sorted({str(v) for v in values} - set(index))
     if unknown:
         raise DataError(f"The test split's labels {unknown[:5]} do not occur in the training split.")
-    return [index[str(v)] for v in values], classes
+    return dataset, [index[str(v)] for v in values], classes

@@ -22,7 +22,7 @@ from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
 from ..base import TwoViews, split_folder
-from ..hf import labels_of, open_split
+from ..hf import open_labelled
 from .frontend import log_mel
 from .noise import VIEW_NOISES, clip_noise, mix_at_snr, stable_seed
 
@@ -273,9 +273,7 @@ def hf_dataset(cfg: AudioDataConfig, split: str) -> ArrowClips:
     ``mmbyol.modalities.hf``): the audio column (``data.audio_column``, an ``Audio`` feature of
     any rate and channel count) and, where there is one, the label column (``data.label_column``;
     a ``ClassLabel`` keeps its names)."""
-    table = open_split(cfg.root, split, [cfg.audio_column])
-    train = open_split(cfg.root, "train", [cfg.audio_column]) if split != "train" else None
-    labels, classes = labels_of(table, cfg.label_column, train)
+    table, labels, classes = open_labelled(cfg.root, split, cfg.audio_column, cfg.label_column)
     return ArrowClips(table, cfg.audio_column, labels, classes, cfg, split == "train", Path(cfg.root).expanduser())
 
 

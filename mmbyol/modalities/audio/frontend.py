@@ -61,25 +61,25 @@ class AudioFrontEnd(nn.Module):
         return (self.log_mel(waves) - self.mean) / self.std
 
 
-_FRONT_END_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "mean", "std")
-
-
 @lru_cache(maxsize=8)
-def _front_end(values: tuple, device: str) -> AudioFrontEnd:
-    """One front end per set of settings and device: its filterbank is built once, not per batch."""
-    return AudioFrontEnd(dict(zip(_FRONT_END_KEYS, values))).to(device)
+def _log_mel(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f_min: float, f_max: float,
+             device: str) -> LogMel:
+    """One :class:`LogMel` per set of settings and device: its filterbank is built once, not per batch."""
+    return LogMel({"sample_rate": sample_rate, "n_fft": n_fft, "hop_length": hop_length, "n_mels": n_mels,
+                   "f_min": f_min, "f_max": f_max}).to(device)
 
 
 def log_mel(waves: torch.Tensor, info: dict, device: torch.device) -> torch.Tensor:
     """``(B, samples)`` waveforms → ``(B, 1, n_mels, frames)`` log mel power, not normalized (:class:`LogMel`)."""
-    return _front_end(tuple(info.get(k, 0.0) for k in _FRONT_END_KEYS), str(device)).log_mel(waves)
+    return _log_mel(info["sample_rate"], info["n_fft"], info["hop_length"], info["n_mels"], float(info["f_min"]),
+                    float(info["f_max"]), str(device))(waves)
 
 
 def prepare_audio(waves: torch.Tensor, device: torch.device, info: dict) -> torch.Tensor:
     """Waveforms ``(B, samples)`` → log-mel spectrograms normalized with the training set's statistics."""
     if "mean" not in info:
         raise DataError(NO_STATISTICS)
-    return _front_end(tuple(info[k] for k in _FRONT_END_KEYS), str(device))(waves)
+    return (log_mel(waves, info, device) - info["mean"]) / info["std"]
 
 
 def save_spectrograms(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,

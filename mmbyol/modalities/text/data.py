@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
-from ..hf import labels_of, open_split
+from ..hf import open_labelled
 from .tokenizer import checkpoint_max_length, load_tokenizer, tokenizer_info, train_tokenizer
 
 log = logging.getLogger(__name__)
@@ -212,9 +212,7 @@ def hf_dataset(cfg: TextDataConfig, split: str) -> Texts:
     ``mmbyol.modalities.hf``): the text column (``data.text_column``) and, where there is one, the
     label column (``data.label_column``; a ``ClassLabel`` keeps its names). Empty texts are skipped
     and counted."""
-    dataset = open_split(cfg.root, split, [cfg.text_column])
-    train = open_split(cfg.root, "train", [cfg.text_column]) if split != "train" else None
-    labels, classes = labels_of(dataset, cfg.label_column, train)
+    dataset, labels, classes = open_labelled(cfg.root, split, cfg.text_column, cfg.label_column)
     rows = [(str(text), label) for text, label in zip(dataset[cfg.text_column], labels) if text and str(text).strip()]
     if len(rows) < len(labels):
         log.warning("%s (%s): skipped %d empty texts", cfg.root, split, len(labels) - len(rows))

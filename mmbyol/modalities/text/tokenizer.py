@@ -86,12 +86,11 @@ def checkpoint_max_length(path: str | Path | None) -> int:
     if folder is not None and folder.is_file():
         folder = folder.parent
     for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length"),
-                      ("config.json", "max_position_embeddings")):
-        file = folder / name if folder is not None else None
-        if file is not None and file.is_file():
-            value = json.loads(file.read_text()).get(key)
-            if isinstance(value, int) and 0 < value < 100_000:  # transformers writes 1e30 for "no limit"
-                return value
+                      ("config.json", "max_position_embeddings")) if folder is not None else ():
+        file = folder / name
+        value = json.loads(file.read_text()).get(key) if file.is_file() else None
+        if isinstance(value, int) and 0 < value < 100_000:  # transformers writes 1e30 for "no limit"
+            return value
     raise DataError(f"data.max_length=null takes the limit of the checkpoint at data.tokenizer, but {path} records "
                     f"none: set data.max_length=N")
 
