@@ -7,7 +7,7 @@ import torch
 
 from mmbyol.config import load_config
 from mmbyol.data import build_dataset
-from mmbyol.errors import DataError
+from mmbyol.errors import ConfigError, DataError
 from mmbyol.modalities.base import build_encoder
 from mmbyol.modalities.timeseries import prepare_series
 from mmbyol.modalities.timeseries.data import packaged_ucr_folders, read_ts, resample
@@ -163,6 +163,30 @@ def test_encoders_take_any_length(name, options):
     encoder = build_encoder("timeseries", {"name": name, **options}, {"channels": 3, "length": 29}).eval()
     for length in (29, 7, 100):
         assert encoder(torch.randn(4, 3, length)).shape == (4, encoder.out_dim)
+
+
+@pytest.mark.parametrize("name", ["fcn", "resnet1d"])
+def test_pooling_over_time(name):
+    info = {"channels": 2, "length": 20}
+    torch.manual_seed(0)
+    mean = build_encoder("timeseries", {"name": name, "channels": [4, 6], "kernels": [3, 3]}, info).eval()
+    torch.manual_seed(0)
+    both = build_encoder("timeseries", {"name": name, "channels": [4, 6], "kernels": [3, 3], "pool": "meanmax"},
+                         info).eval()
+    x = torch.randn(5, 2, 20)
+    maps = (mean.features if name == "fcn" else mean.blocks)(x)
+    assert both.out_dim == 12 and mean.out_dim == 6
+    torch.testing.assert_close(mean(x), maps.mean(dim=-1))
+    torch.testing.assert_close(both(x), torch.cat([maps.mean(dim=-1), maps.amax(dim=-1)], dim=1))
+    # a pattern's presence anywhere: max pooling is unchanged when the series is shifted in time
+    # (zeros on both sides, so the padding sees the same neighbourhood)
+    spike = torch.zeros(1, 2, 20)
+    spike[..., 6] = 3.0
+    maxed = build_encoder("timeseries", {"name": name, "channels": [4, 6], "kernels": [3, 3], "pool": "max"}, info)
+    maxed.eval()
+    torch.testing.assert_close(maxed(spike), maxed(spike.roll(5, dims=-1)))
+    with pytest.raises(ConfigError, match="pool must be one of mean, max, meanmax"):
+        build_encoder("timeseries", {"name": name, "pool": "sum"}, info)
 
 
 @pytest.mark.slow

@@ -13,6 +13,24 @@ from torch import nn
 
 from ...registry import register_encoder
 
+POOLS = ("mean", "max", "meanmax")
+
+
+def pool_time(x: torch.Tensor, pool: str) -> torch.Tensor:
+    """``(B, C, T)`` → ``(B, C)`` by the mean over time, the max (a local pattern's presence
+    anywhere, which a mean dilutes), or ``(B, 2C)`` both side by side."""
+    if pool == "mean":
+        return x.mean(dim=-1)
+    if pool == "max":
+        return x.amax(dim=-1)
+    return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+
+
+def check_pool(pool: str) -> str:
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
+    return pool
+
 
 def conv_block(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
     """A length-keeping convolution (zero padding, one more step after than before for an even
@@ -23,11 +41,12 @@ def conv_block(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
 
 class FCN(nn.Module):
     """Wang et al.'s fully convolutional network: three conv + BN + ReLU blocks (kernels 8, 5, 3),
-    then the mean over time → ``(B, channels[-1])``."""
+    then a pooling over time (``pool_time``) → ``(B, channels[-1])``, twice that for ``meanmax``."""
 
     def __init__(self, in_channels: int, channels: tuple[int, ...] = (128, 256, 128),
-                 kernels: tuple[int, ...] = (8, 5, 3)):
+                 kernels: tuple[int, ...] = (8, 5, 3), pool: str = "mean"):
         super().__init__()
+        self.pool = check_pool(pool)
         if len(channels) != len(kernels):
             raise ValueError(f"channels and kernels must have one entry per block, got {channels} and {kernels}")
         layers, c_in = [], in_channels
@@ -35,10 +54,10 @@ class FCN(nn.Module):
             layers += [*conv_block(c_in, c_out, kernel), nn.ReLU(inplace=True)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.out_dim = c_in
+        self.out_dim = c_in * (2 if pool == "meanmax" else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x).mean(dim=-1)
+        return pool_time(self.features(x), self.pool)
 
 
 class ResidualBlock(nn.Module):
@@ -59,20 +78,21 @@ class ResidualBlock(nn.Module):
 
 class ResNet1D(nn.Module):
     """Wang et al.'s ResNet: three residual blocks of three convolutions each (kernels 8, 5, 3),
-    shortcuts by a 1×1 convolution where the width changes, then the mean over time."""
+    shortcuts by a 1×1 convolution where the width changes, then a pooling over time as FCN's."""
 
     def __init__(self, in_channels: int, channels: tuple[int, ...] = (64, 128, 128),
-                 kernels: tuple[int, ...] = (8, 5, 3)):
+                 kernels: tuple[int, ...] = (8, 5, 3), pool: str = "mean"):
         super().__init__()
+        self.pool = check_pool(pool)
         blocks, c_in = [], in_channels
         for c_out in channels:
             blocks.append(ResidualBlock(c_in, c_out, tuple(kernels)))
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        self.out_dim = c_in
+        self.out_dim = c_in * (2 if pool == "meanmax" else 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(x).mean(dim=-1)
+        return pool_time(self.blocks(x), self.pool)
 
 
 class PatchTransformer(nn.Module):
@@ -109,13 +129,15 @@ class PatchTransformer(nn.Module):
 
 
 @register_encoder("timeseries", "fcn")
-def fcn(info: dict, channels: list[int] = (128, 256, 128), kernels: list[int] = (8, 5, 3)) -> FCN:
-    return FCN(info["channels"], tuple(channels), tuple(kernels))
+def fcn(info: dict, channels: list[int] = (128, 256, 128), kernels: list[int] = (8, 5, 3),
+        pool: str = "mean") -> FCN:
+    return FCN(info["channels"], tuple(channels), tuple(kernels), pool)
 
 
 @register_encoder("timeseries", "resnet1d")
-def resnet1d(info: dict, channels: list[int] = (64, 128, 128), kernels: list[int] = (8, 5, 3)) -> ResNet1D:
-    return ResNet1D(info["channels"], tuple(channels), tuple(kernels))
+def resnet1d(info: dict, channels: list[int] = (64, 128, 128), kernels: list[int] = (8, 5, 3),
+             pool: str = "mean") -> ResNet1D:
+    return ResNet1D(info["channels"], tuple(channels), tuple(kernels), pool)
 
 
 @register_encoder("timeseries", "patch_transformer")
