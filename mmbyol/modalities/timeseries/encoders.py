@@ -13,23 +13,26 @@ from torch import nn
 
 from ...registry import register_encoder
 
-POOLS = ("mean", "max", "meanmax")
 
+class TimePool(nn.Module):
+    """``(B, C, T)`` → ``(B, C * width)``: the mean over time, the max (a local pattern's presence
+    anywhere, which a mean dilutes), or both side by side (``meanmax``, width 2)."""
 
-def pool_time(x: torch.Tensor, pool: str) -> torch.Tensor:
-    """``(B, C, T)`` → ``(B, C)`` by the mean over time, the max (a local pattern's presence
-    anywhere, which a mean dilutes), or ``(B, 2C)`` both side by side."""
-    if pool == "mean":
-        return x.mean(dim=-1)
-    if pool == "max":
-        return x.amax(dim=-1)
-    return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
+    KINDS = ("mean", "max", "meanmax")
 
+    def __init__(self, kind: str = "mean"):
+        super().__init__()
+        if kind not in self.KINDS:
+            raise ValueError(f"pool must be one of {', '.join(self.KINDS)}; got {kind!r}")
+        self.kind = kind
+        self.width = 2 if kind == "meanmax" else 1
 
-def check_pool(pool: str) -> str:
-    if pool not in POOLS:
-        raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {pool!r}")
-    return pool
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "mean":
+            return x.mean(dim=-1)
+        if self.kind == "max":
+            return x.amax(dim=-1)
+        return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
 
 
 def conv_block(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
@@ -41,12 +44,12 @@ def conv_block(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
 
 class FCN(nn.Module):
     """Wang et al.'s fully convolutional network: three conv + BN + ReLU blocks (kernels 8, 5, 3),
-    then a pooling over time (``pool_time``) → ``(B, channels[-1])``, twice that for ``meanmax``."""
+    then a pooling over time (:class:`TimePool`) → ``(B, channels[-1])``, twice that for ``meanmax``."""
 
     def __init__(self, in_channels: int, channels: tuple[int, ...] = (128, 256, 128),
                  kernels: tuple[int, ...] = (8, 5, 3), pool: str = "mean"):
         super().__init__()
-        self.pool = check_pool(pool)
+        self.pool = TimePool(pool)
         if len(channels) != len(kernels):
             raise ValueError(f"channels and kernels must have one entry per block, got {channels} and {kernels}")
         layers, c_in = [], in_channels
@@ -54,10 +57,10 @@ class FCN(nn.Module):
             layers += [*conv_block(c_in, c_out, kernel), nn.ReLU(inplace=True)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
-        self.out_dim = c_in * (2 if pool == "meanmax" else 1)
+        self.out_dim = c_in * self.pool.width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pool_time(self.features(x), self.pool)
+        return self.pool(self.features(x))
 
 
 class ResidualBlock(nn.Module):
@@ -83,16 +86,16 @@ class ResNet1D(nn.Module):
     def __init__(self, in_channels: int, channels: tuple[int, ...] = (64, 128, 128),
                  kernels: tuple[int, ...] = (8, 5, 3), pool: str = "mean"):
         super().__init__()
-        self.pool = check_pool(pool)
+        self.pool = TimePool(pool)
         blocks, c_in = [], in_channels
         for c_out in channels:
             blocks.append(ResidualBlock(c_in, c_out, tuple(kernels)))
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        self.out_dim = c_in * (2 if pool == "meanmax" else 1)
+        self.out_dim = c_in * self.pool.width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return pool_time(self.blocks(x), self.pool)
+        return self.pool(self.blocks(x))
 
 
 class PatchTransformer(nn.Module):
