@@ -1,7 +1,8 @@
 """Structured configs, composed as ``configs/base.yaml`` ← ``configs/modality/NAME.yaml`` ←
 ``config=FILE`` ← ``key=value`` overrides, with struct mode on: a typo or a wrong type fails
-early, with the key named and the closest valid one suggested. The YAML files ship inside the
-package (``mmbyol/configs/``)."""
+early, with the key named and the closest valid one suggested; a layer that names another encoder
+starts the ``encoder`` section afresh. The YAML files ship inside the package
+(``mmbyol/configs/``)."""
 
 from __future__ import annotations
 
@@ -241,9 +242,10 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
         if preset is not None:
             layers.append(preset)
     for layer in layers:
-        cfg = _merge(cfg, layer)
+        cfg = _merge(_fresh_encoder(cfg, layer), layer)
     for layer, source in files:
-        cfg = _merge(cfg, layer, source)
+        cfg = _merge(_fresh_encoder(cfg, layer), layer, source)
+    cfg = _fresh_encoder(cfg, {"encoder": {"name": given["encoder.name"]}} if "encoder.name" in given else given)
     for key, value in parsed:
         try:
             OmegaConf.update(cfg, key, value, merge=True)
@@ -270,6 +272,19 @@ def _pretrained_given(given: Mapping[str, Any], files: list[tuple[DictConfig, st
         if isinstance(encoder, Mapping) and "pretrained" in encoder:
             return encoder["pretrained"] is not None
     return False
+
+
+def _fresh_encoder(cfg: DictConfig, layer: Any) -> DictConfig:
+    """``cfg`` with its encoder section emptied when ``layer`` names another encoder: an encoder's
+    options mean nothing to another (the FCN's ``channels`` to a Transformer), so a layer that
+    switches encoders starts from the new one's own defaults and the options it gives."""
+    encoder = layer.get("encoder") if isinstance(layer, Mapping) else None
+    name = encoder.get("name") if isinstance(encoder, Mapping) else None
+    current = OmegaConf.select(cfg, "encoder.name", throw_on_missing=False)
+    if name is None or current is None or name == current:
+        return cfg
+    cfg.encoder = {"name": name}
+    return cfg
 
 
 def _user_file(value: Any) -> tuple[DictConfig, str]:

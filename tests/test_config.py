@@ -63,6 +63,23 @@ def test_a_config_file_refines_the_modality_defaults_and_the_command_line_wins(t
     assert load_config(["modality=text", f"config={path}"]).modality == "text"  # the command line wins here too
 
 
+def test_naming_another_encoder_starts_its_section_afresh(tmp_path):
+    fcn = {"name": "fcn", "channels": [64, 128, 64], "pool": "meanmax"}
+    assert dict(load_config(["modality=timeseries"]).encoder) == fcn
+    assert dict(load_config(["modality=timeseries", "encoder.pool=max"]).encoder) == {**fcn, "pool": "max"}
+    switch = ["encoder.name=patch_transformer", "encoder.d=32"]
+    for order in (switch, switch[::-1]):
+        assert dict(load_config(["modality=timeseries", *order]).encoder) == {"name": "patch_transformer", "d": 32}
+    assert dict(load_config(["modality=timeseries", "encoder={name: resnet1d, pool: max}"]).encoder) == {
+        "name": "resnet1d", "pool": "max"}
+    path = tmp_path / "my.yaml"
+    path.write_text("encoder:\n  name: resnet1d\n  kernels: [7, 5, 3]\n")
+    cfg = load_config(["modality=timeseries", f"config={path}", "encoder.pool=mean"])
+    assert dict(cfg.encoder) == {"name": "resnet1d", "kernels": [7, 5, 3], "pool": "mean"}
+    assert dict(load_config(["modality=audio", "encoder.name=byola_cnn"]).encoder) == {"name": "byola_cnn"}
+    assert load_config(["modality=text", "encoder.name=bert", "encoder.layers=4"]).encoder.hidden == 256  # same name
+
+
 def test_a_typo_in_a_config_file_is_the_command_lines_error_naming_the_file(tmp_path):
     path = tmp_path / "my.yaml"
     path.write_text("trainer:\n  epoch: 3\n")
