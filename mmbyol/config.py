@@ -242,10 +242,10 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
         if preset is not None:
             layers.append(preset)
     for layer in layers:
-        cfg = _merge(_fresh_encoder(cfg, layer), layer)
+        cfg = _merge(_fresh_encoder(cfg, _encoder_name(layer)), layer)
     for layer, source in files:
-        cfg = _merge(_fresh_encoder(cfg, layer), layer, source)
-    cfg = _fresh_encoder(cfg, {"encoder": {"name": given["encoder.name"]}} if "encoder.name" in given else given)
+        cfg = _merge(_fresh_encoder(cfg, _encoder_name(layer)), layer, source)
+    cfg = _fresh_encoder(cfg, given.get("encoder.name", _encoder_name(given)))
     for key, value in parsed:
         try:
             OmegaConf.update(cfg, key, value, merge=True)
@@ -274,12 +274,16 @@ def _pretrained_given(given: Mapping[str, Any], files: list[tuple[DictConfig, st
     return False
 
 
-def _fresh_encoder(cfg: DictConfig, layer: Any) -> DictConfig:
-    """``cfg`` with its encoder section emptied when ``layer`` names another encoder: an encoder's
+def _encoder_name(layer: Any) -> Any:
+    """The encoder a config layer (or the command line's ``encoder={...}``) names, else None."""
+    encoder = layer.get("encoder") if isinstance(layer, Mapping) else None
+    return encoder.get("name") if isinstance(encoder, Mapping) else None
+
+
+def _fresh_encoder(cfg: DictConfig, name: Any) -> DictConfig:
+    """``cfg`` with its encoder section emptied when ``name`` is another encoder's: an encoder's
     options mean nothing to another (the FCN's ``channels`` to a Transformer), so a layer that
     switches encoders starts from the new one's own defaults and the options it gives."""
-    encoder = layer.get("encoder") if isinstance(layer, Mapping) else None
-    name = encoder.get("name") if isinstance(encoder, Mapping) else None
     current = OmegaConf.select(cfg, "encoder.name", throw_on_missing=False)
     if name is None or current is None or name == current:
         return cfg
