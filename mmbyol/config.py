@@ -91,7 +91,7 @@ class EvalConfig:
     label_draws: int = 5  # ...on this many draws of those labels (seeds eval.seed, +1, …); their mean is reported
     # the linear probe's L2 strengths, one chosen by cross-validation on the training data; one value skips it
     l2_grid: list[float] = field(default_factory=lambda: list(L2_GRID))
-    knn_k: int = 200
+    knn_k: int = 200  # at most the mean class size of the training split (evaluate.knn_neighbours)
     knn_temperature: float = 0.1
     batch_size: int = 512
     test_limit: int | None = None  # use only N test items, evenly spaced through the test set

@@ -161,12 +161,21 @@ def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0,
         return linear(test_x).argmax(dim=1), best
 
 
+def knn_neighbours(k: int, train_size: int, num_classes: int) -> int:
+    """The k kNN uses: ``k``, at most the mean class size. More neighbours than a class has would
+    vote by class size, not similarity: with k at least the training split (200 against the 50-300
+    series of a UCR set) every query gets the same neighbours and, when their similarities are
+    close, the same answer."""
+    return max(1, min(k, train_size // max(1, num_classes)))
+
+
 @torch.no_grad()
 def knn_accuracy(train_x, train_y, test_x, test_y, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
     """Weighted kNN on cosine similarity (Wu et al. 2018): the k nearest training features vote
-    for their class with weight exp(similarity / temperature)."""
+    for their class with weight exp(similarity / temperature). k is at most the mean class size
+    (:func:`knn_neighbours`)."""
     train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
-    k = min(k, len(train_x))
+    k = knn_neighbours(k, len(train_x), num_classes)
     correct = 0
     for start in range(0, len(test_x), 1024):
         similarity, index = (test_x[start : start + 1024] @ train_x.T).topk(k, dim=1)
@@ -261,7 +270,8 @@ def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     result["protocol"] = {
         "linear": "logistic regression on standardized frozen features, L-BFGS to convergence, " + (
             f"L2 chosen on held-out training data from {grid} (chose {l2:g})" if len(grid) > 1 else f"L2 {l2:g}"),
-        "knn": f"weighted kNN, cosine, k={eval_cfg.knn_k}, temperature={eval_cfg.knn_temperature}",
+        "knn": f"weighted kNN, cosine, k={knn_neighbours(eval_cfg.knn_k, len(train_x), num_classes)}, "
+               f"temperature={eval_cfg.knn_temperature}",
         "labels_per_class": n,
         "label_draws": eval_cfg.label_draws if n is not None else None,
         "seed": eval_cfg.seed,

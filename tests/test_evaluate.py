@@ -1,9 +1,11 @@
+import math
+
 import pytest
 import torch
 
 from mmbyol.data import evenly_spaced
 from mmbyol.errors import ConfigError
-from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, linear_probe
+from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, knn_neighbours, linear_probe
 
 
 def blobs(n_per_class=50, classes=4, dim=8, spread=0.3, seed=0):
@@ -57,6 +59,20 @@ def test_knn_weights_votes_by_similarity():
     # The query is nearly identical to the single class-0 example: its weight beats two far votes.
     query, label = torch.tensor([[1.0, 0.05]]), torch.tensor([0])
     assert knn_accuracy(train_x, train_y, query, label, 2, k=3, temperature=0.1) == 1.0
+
+
+def test_knn_votes_with_at_most_a_class_of_neighbours():
+    # 30 series of class 0 and 10 of class 1, all with close cosines to the query; it is a shade
+    # nearer class 1. With k = 40 every training series votes and class 0 wins by number (30 · e^0
+    # against 10 · e^0.5); k is capped at 40 // 2 = 20, the 10 of class 1 and 10 of class 0 vote.
+    angle_0, angle_1 = torch.full((30,), 0.6), torch.full((10,), 0.5)
+    angles = torch.cat([angle_0, angle_1])
+    train_x = torch.stack([angles.cos(), angles.sin()], dim=1)
+    train_y = torch.tensor([0] * 30 + [1] * 10)
+    query = torch.tensor([[math.cos(0.2), math.sin(0.2)]])
+    assert knn_neighbours(200, 40, 2) == 20
+    assert knn_accuracy(train_x, train_y, query, torch.tensor([1]), 2, k=200, temperature=0.1) == 1.0
+    assert knn_neighbours(200, 60_000, 10) == 200 and knn_neighbours(5, 3, 4) == 1
 
 
 def test_few_labels_is_balanced_and_deterministic():
