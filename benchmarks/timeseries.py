@@ -12,7 +12,8 @@ per class (the mean over ``--label-draws`` draws, 10), and weighted kNN, on the 
 
 ``key=value`` overrides change the BYOL (and supervised) runs, e.g. another pair to compare.
 Finished runs in ``--out`` are evaluated again, not retrained. Prints a Markdown table (means over
-seeds) and writes ``DIR/results.json``. MiniRocket needs aeon (``pip install aeon``).
+seeds, then each method's margin over the untrained encoder) and writes ``DIR/results.json``.
+MiniRocket needs aeon (``pip install aeon``).
 """
 
 from __future__ import annotations
@@ -87,6 +88,16 @@ def summary(records: list[dict], n: int) -> str:
         if len(per_set) == len(sets) > 1:
             cells = [f"{statistics.mean(column):.1f}" for column in zip(*per_set)]
             lines.append(f"| mean of {len(sets)} sets | {method} | " + " | ".join(cells) + " | |")
+    # the margin a recipe is judged by: each method against the untrained encoder, set by set
+    baseline = means.get("untrained", [])
+    for method, per_set in means.items():
+        if method == "untrained" or len(per_set) != len(sets) or len(baseline) != len(sets):
+            continue
+        gains = [[a - b for a, b in zip(row, base)] for row, base in zip(per_set, baseline)]
+        names = sets + ([f"mean of {len(sets)} sets"] if len(sets) > 1 else [])
+        rows = gains + ([[statistics.mean(column) for column in zip(*gains)]] if len(sets) > 1 else [])
+        for name, row in zip(names, rows):
+            lines.append(f"| {name} | {method} − untrained | " + " | ".join(f"{g:+.1f}" for g in row) + " | |")
     return "\n".join(lines)
 
 

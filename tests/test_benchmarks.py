@@ -148,3 +148,16 @@ def test_monitor_cost_times_runs_with_and_without_the_monitor(tmp_path, fashion_
     row = result["rounds"][0]
     assert row["off"] > 0 and 0 < row["monitor"] < row["on"]
     assert json.loads((tmp_path / "monitor_cost.json").read_text()) == json.loads(json.dumps(result))
+
+
+def test_timeseries_summary_gives_each_method_its_margin_over_the_untrained_encoder():
+    timeseries = pytest.importorskip("timeseries")
+    records = [{"set": name, "seed": seed, "method": method, "linear_acc": acc, "linear_acc_5": acc - 0.1,
+                "knn_acc": acc - 0.2}
+               for name, base in (("A", 0.5), ("B", 0.7)) for seed in (0, 1)
+               for method, acc in (("byol", base + 0.1 * (seed + 1)), ("untrained", base))]
+    table = timeseries.summary(records, 5).splitlines()
+    # byol averages base + 0.15 over the two seeds: +15.0 points on each set and on the mean
+    assert "| A | byol − untrained | +15.0 | +15.0 | +15.0 | |" in table
+    assert "| mean of 2 sets | byol − untrained | +15.0 | +15.0 | +15.0 | |" in table
+    assert not any("untrained − untrained" in line for line in table)
