@@ -64,6 +64,9 @@ def init(ranks: Ranks, device: torch.device) -> None:
 
 
 def close(ranks: Ranks) -> None:
+    """Destroy the process group. Free the DDP model first: its Reducer holds the group, and a
+    group freed last from there is destroyed holding the GIL, which gloo's threads may be waiting
+    for to release a finished collective's tensors: a rank then hangs at exit (pytorch#56297)."""
     if ranks.distributed and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -13,6 +13,7 @@ import logging
 import math
 import signal
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +222,7 @@ def train(cfg: DictConfig, dataset: DataSet | None = None, monitor: Monitor | No
     ranks = distributed.launched_ranks()
     device = resolve_device(cfg.device, ranks)
     distributed.init(ranks, device)
+    t = None
     try:
         t, run_dir, resumed = setup(cfg, ranks, device, dataset)
         if monitor is None and ranks.main:
@@ -231,7 +233,12 @@ def train(cfg: DictConfig, dataset: DataSet | None = None, monitor: Monitor | No
         log.info("done: %d steps; encoder exported to %s", step, run_dir / "encoder.safetensors")
         distributed.barrier(ranks)
         return run_dir
+    except BaseException as error:
+        if ranks.distributed:  # the frames of a failed step hold the model too
+            traceback.clear_frames(error.__traceback__)
+        raise
     finally:
+        t = None  # the DDP model goes before its process group: see distributed.close
         distributed.close(ranks)
 
 

@@ -153,6 +153,51 @@ def test_infonce_on_two_processes_is_infonce_on_the_global_batch_loss_and_gradie
     assert abs(half.detach() - loss.detach()) > 0.1
 
 
+def _frees_ddp_worker(rank: int, port: int, out: str) -> None:
+    """``train`` as under ``torchrun``, once to the end and once failing mid-run, noting whether
+    its DDP model still lives when the process group is destroyed."""
+    import importlib
+    import weakref
+
+    from mmbyol import distributed
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
+    wrapped, alive = [], []
+    wrap, close = distributed.wrap, distributed.close
+
+    def recording_wrap(*args):
+        model = wrap(*args)
+        wrapped.append(weakref.ref(model))
+        return model
+
+    def recording_close(ranks):
+        alive.append(wrapped[-1]() is not None)
+        close(ranks)
+
+    def failing_step(*args, **kwargs):
+        raise RuntimeError("a step failed")
+
+    distributed.wrap, distributed.close = recording_wrap, recording_close
+    train(load_config([*TINY, f"run.dir={out}/finished"]))
+    train_module.train_step = failing_step
+    try:
+        train(load_config([*TINY, f"run.dir={out}/failed"]))
+    except RuntimeError:
+        pass
+    torch.save(alive, f"{out}/{rank}.pt")
+
+
+def test_training_frees_its_ddp_model_before_the_process_group_finished_or_failed(tmp_path, fashion_mnist):
+    """DDP's Reducer holds the group: were it the last holder, the group's destructor would run
+    holding the GIL while gloo's threads wait for it to free a finished collective's tensors, and a
+    rank would hang at exit (pytorch#56297)."""
+    spawn_two(_frees_ddp_worker, str(tmp_path))
+    for rank in range(2):
+        assert torch.load(tmp_path / f"{rank}.pt") == [False, False]  # (finished, failed): both freed
+
+
 def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, fashion_mnist):
     one = train(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'one'}"]))
     result = torchrun(2, "train", *SAME_STEPS, f"run.dir={tmp_path / 'two'}")
