@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,28 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, check:
     if check and result.returncode != 0:
         raise AssertionError(f"mmbyol {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return result
+
+
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a 2-core machine
+
+
+def torchrun_command(nproc: int, *args: str) -> list[str]:
+    """``torchrun --standalone --nproc_per_node=N -m mmbyol ARGS``, as a user runs it."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+            "mmbyol", *args]
+
+
+def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``torchrun_command(nproc, *args)`` to its end; it must succeed. A run that outlives
+    ``timeout`` fails the test with its log, its workers killed with it: killing torchrun alone
+    would leave them running."""
+    with subprocess.Popen(torchrun_command(nproc, *args), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=TORCHRUN_ENV, start_new_session=True) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(f"torchrun did not end within {timeout} s:\n{stderr[-4000:]}")
+    assert process.returncode == 0, stderr[-4000:]
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)

@@ -3,8 +3,6 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from datetime import timedelta
 
@@ -22,7 +20,7 @@ from mmbyol.errors import TrainingDiverged
 from mmbyol.losses import info_nce_loss
 from mmbyol.train import train
 
-from .conftest import REPO, TINY, train_interrupted
+from .conftest import TINY, torchrun, train_interrupted
 
 # BYOL's own optimizer and no augmentation, in fp32: one process and two must then take the same
 # steps, up to the order of float additions. (AdamW's first steps amplify that rounding: an element
@@ -30,15 +28,6 @@ from .conftest import REPO, TINY, train_interrupted
 # with AVX512-BF16 or AMX, rounds each half batch apart: 5e-4 between the losses on an AMX Xeon.)
 SAME_STEPS = [*TINY, "trainer.log_every=1", "trainer.precision=fp32", "optim.name=lars", "optim.lr=0.5",
               "augment.view1=[]", "augment.view2=[]"]
-
-
-def torchrun(nproc: int, *args: str) -> subprocess.CompletedProcess:
-    """``torchrun --standalone --nproc_per_node=N -m mmbyol ARGS``, as a user runs it."""
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                             "-m", "mmbyol", *args], cwd=REPO, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
 
 
 def losses(run_dir) -> dict[int, float]:

@@ -18,7 +18,7 @@ from mmbyol.config import load_config
 from mmbyol.errors import TrainingDiverged
 from mmbyol.train import train
 
-from ..conftest import REPO, TINY, run_cli
+from ..conftest import REPO, TINY, TORCHRUN_ENV, run_cli, torchrun, torchrun_command
 
 train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
 LONGER = [*TINY, "trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.log_every=1"]
@@ -114,18 +114,14 @@ def test_a_stop_signal_saves_says_how_to_continue_exits_128_plus_it_and_resumes_
 
 
 def torchrun_train(run, *extra) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "mmbyol",
-            "train", *LONGER, f"run.dir={run}", *extra]
-
-
-TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return torchrun_command(2, "train", *LONGER, f"run.dir={run}", *extra)
 
 
 @pytest.fixture(scope="module")
 def straight_two(tmp_path_factory, fashion_mnist):
     """The uninterrupted two-process run."""
     run = tmp_path_factory.mktemp("straight-two") / "run"
-    subprocess.run(torchrun_train(run), cwd=REPO, env=TORCHRUN_ENV, check=True, capture_output=True, timeout=300)
+    torchrun(2, "train", *LONGER, f"run.dir={run}")
     return run
 
 
@@ -143,8 +139,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_o
     assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # each rank: after the same step's save
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert 3 <= state["step"] < 30 and len(state["ranks"]) == 1  # rank 1's streams too
-    subprocess.run(torchrun_train(run, "resume=auto"), cwd=REPO, env=TORCHRUN_ENV, check=True, capture_output=True,
-                   timeout=300)
+    torchrun(2, "train", *LONGER, f"run.dir={run}", "resume=auto")
     tally["runs resumed"] += 1
     assert [r["step"] for r in metrics(run)] == list(range(0, 31))  # one log: steps before the signal, then after
     assert_same_run(straight_two, run)
@@ -164,8 +159,7 @@ def test_a_rank_that_dies_does_not_leave_the_other_hanging_and_the_run_resumes(t
     tally["faults injected"] += 1
     assert process.returncode != 0 and time.monotonic() - started < 90
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] >= 2  # a whole checkpoint, not a torn one
-    subprocess.run(torchrun_train(run, "resume=auto"), cwd=REPO, env=TORCHRUN_ENV, check=True, capture_output=True,
-                   timeout=300)
+    torchrun(2, "train", *LONGER, f"run.dir={run}", "resume=auto")
     tally["runs resumed"] += 1
     assert_same_run(straight_two, run)
 
