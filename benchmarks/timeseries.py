@@ -12,7 +12,8 @@ per class (the mean over ``--label-draws`` draws, 10), and weighted kNN, on the 
 
 ``key=value`` overrides change the BYOL (and supervised) runs, e.g. another pair to compare.
 Finished runs in ``--out`` are evaluated again, not retrained. Prints a Markdown table (means over
-seeds, then each method's margin over the untrained encoder) and writes ``DIR/results.json``.
+seeds, then each method's margin over the untrained encoder of the same seed, ± its standard error
+over the seeds) and writes ``DIR/results.json``.
 MiniRocket needs aeon (``pip install aeon``).
 """
 
@@ -69,6 +70,31 @@ def minirocket(data: list[str], seed: int, eval_overrides: list[str]) -> dict:
     return result
 
 
+def margin_rows(records: list[dict], sets: list[str], method: str, keys: list[str]) -> list[str]:
+    """``method`` − untrained, seed by seed, on each set and on the mean of the sets: the mean over
+    seeds ± its standard error (the spread of the seeds' margins / √seeds), and how many seeds."""
+    by_run = {(r["set"], r["seed"], r["method"]): r for r in records}
+    margins: dict[str, dict[int, list[float]]] = {}  # set -> seed -> a margin per metric
+    for name in sets:
+        seeds = sorted({seed for (s, seed, m) in by_run if s == name and m == method}
+                       & {seed for (s, seed, m) in by_run if s == name and m == "untrained"})
+        margins[name] = {seed: [100 * (by_run[name, seed, method][k] - by_run[name, seed, "untrained"][k])
+                                for k in keys] for seed in seeds}
+    rows = {name: per_seed for name, per_seed in margins.items() if per_seed}
+    common = set.intersection(*(set(per_seed) for per_seed in rows.values())) if rows else set()
+    if len(sets) > 1 and len(rows) == len(sets) and common:
+        rows[f"mean of {len(sets)} sets"] = {
+            seed: [statistics.mean(column) for column in zip(*(margins[name][seed] for name in sets))]
+            for seed in sorted(common)}
+    lines = []
+    for name, per_seed in rows.items():
+        columns = list(zip(*per_seed.values()))
+        cells = [f"{statistics.mean(c):+.1f}" + (f" ± {statistics.stdev(c) / len(c) ** 0.5:.1f}" if len(c) > 1 else "")
+                 for c in columns]
+        lines.append(f"| {name} | {method} − untrained | " + " | ".join(cells) + f" | {len(per_seed)} |")
+    return lines
+
+
 def summary(records: list[dict], n: int) -> str:
     keys = [m.format(n=n) for m in METRICS]
     lines = ["| set | method | " + " | ".join(keys) + " | runs |", "|---|---|" + "---|" * (len(keys) + 1)]
@@ -88,16 +114,10 @@ def summary(records: list[dict], n: int) -> str:
         if len(per_set) == len(sets) > 1:
             cells = [f"{statistics.mean(column):.1f}" for column in zip(*per_set)]
             lines.append(f"| mean of {len(sets)} sets | {method} | " + " | ".join(cells) + " | |")
-    # the margin a recipe is judged by: each method against the untrained encoder, set by set
-    baseline = means.get("untrained", [])
-    for method, per_set in means.items():
-        if method == "untrained" or len(per_set) != len(sets) or len(baseline) != len(sets):
-            continue
-        gains = [[a - b for a, b in zip(row, base)] for row, base in zip(per_set, baseline)]
-        names = sets + ([f"mean of {len(sets)} sets"] if len(sets) > 1 else [])
-        rows = gains + ([[statistics.mean(column) for column in zip(*gains)]] if len(sets) > 1 else [])
-        for name, row in zip(names, rows):
-            lines.append(f"| {name} | {method} − untrained | " + " | ".join(f"{g:+.1f}" for g in row) + " | |")
+    # the margin a recipe is judged by: each method against the untrained encoder of the same seed
+    for method in methods:
+        if method != "untrained":
+            lines += margin_rows(records, sets, method, keys)
     return "\n".join(lines)
 
 

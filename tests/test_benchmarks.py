@@ -150,14 +150,17 @@ def test_monitor_cost_times_runs_with_and_without_the_monitor(tmp_path, fashion_
     assert json.loads((tmp_path / "monitor_cost.json").read_text()) == json.loads(json.dumps(result))
 
 
-def test_timeseries_summary_gives_each_method_its_margin_over_the_untrained_encoder():
+def test_timeseries_summary_gives_each_method_its_margin_over_the_untrained_encoder_of_the_same_seed():
     timeseries = pytest.importorskip("timeseries")
     records = [{"set": name, "seed": seed, "method": method, "linear_acc": acc, "linear_acc_5": acc - 0.1,
                 "knn_acc": acc - 0.2}
                for name, base in (("A", 0.5), ("B", 0.7)) for seed in (0, 1)
                for method, acc in (("byol", base + 0.1 * (seed + 1)), ("untrained", base))]
+    records.append({"set": "A", "seed": 2, "method": "byol", "linear_acc": 0.0, "linear_acc_5": 0.0, "knn_acc": 0.0})
     table = timeseries.summary(records, 5).splitlines()
-    # byol averages base + 0.15 over the two seeds: +15.0 points on each set and on the mean
-    assert "| A | byol − untrained | +15.0 | +15.0 | +15.0 | |" in table
-    assert "| mean of 2 sets | byol − untrained | +15.0 | +15.0 | +15.0 | |" in table
+    # margins of 10 and 20 points on seeds 0 and 1: +15.0, standard error 7.07 / √2 = 5.0; seed 2 has
+    # no untrained run to pair with, so it counts in byol's mean but not in its margin
+    assert "| A | byol − untrained | +15.0 ± 5.0 | +15.0 ± 5.0 | +15.0 ± 5.0 | 2 |" in table
+    assert "| mean of 2 sets | byol − untrained | +15.0 ± 5.0 | +15.0 ± 5.0 | +15.0 ± 5.0 | 2 |" in table
+    assert any(line.startswith("| A | byol | 43.3 ± ") and line.endswith(" | 3 |") for line in table)
     assert not any("untrained − untrained" in line for line in table)
