@@ -222,7 +222,6 @@ def train(cfg: DictConfig, dataset: DataSet | None = None, monitor: Monitor | No
     ranks = distributed.launched_ranks()
     device = resolve_device(cfg.device, ranks)
     distributed.init(ranks, device)
-    t = None
     try:
         t, run_dir, resumed = setup(cfg, ranks, device, dataset)
         if monitor is None and ranks.main:
