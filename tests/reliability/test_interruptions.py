@@ -37,9 +37,20 @@ def metrics(run_dir) -> list[dict]:
     return records
 
 
+def train_args(run_dir, *extra) -> list[str]:
+    """``mmbyol`` arguments that train LONGER into ``run_dir``."""
+    return ["train", *LONGER, f"run.dir={run_dir}", *extra]
+
+
 def start(run_dir, *extra) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mmbyol", "train", *LONGER, f"run.dir={run_dir}", *extra],
+    return subprocess.Popen([sys.executable, "-m", "mmbyol", *train_args(run_dir, *extra)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start_two(run_dir) -> subprocess.Popen:
+    """The same training in two processes under ``torchrun``."""
+    return subprocess.Popen(torchrun_command(2, *train_args(run_dir)), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=TORCHRUN_ENV)
 
 
 def wait_for_step(process: subprocess.Popen, run_dir, step: int, timeout: float = 120) -> None:
@@ -79,7 +90,7 @@ def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_p
         assert not (run / "encoder.safetensors").exists()  # it really died mid-run
         assert load_checkpoint(checkpoint)["step"] >= kill_at - 1  # never torn, at most a step behind
     (checkpoint.parent / "last.pt.tmp").write_bytes(b"\x80\x02 half a save")  # as a kill in torch.save leaves
-    run_cli("train", *LONGER, f"run.dir={run}", "resume=auto")
+    run_cli(*train_args(run, "resume=auto"))
     tally["runs resumed"] += 4
     tally["faults injected"] += 1
 
@@ -108,20 +119,18 @@ def test_a_stop_signal_saves_says_how_to_continue_exits_128_plus_it_and_resumes_
     assert 3 <= step < 30 and not (run / "encoder.safetensors").exists()
     assert f"interrupted at step {step}" in stderr and "resume=auto" in stderr
     assert metrics(run)[-1]["step"] == step
-    run_cli("train", *LONGER, f"run.dir={run}", "resume=auto")
+    run_cli(*train_args(run, "resume=auto"))
     tally["runs resumed"] += 1
     assert_same_run(straight, run)
 
 
-def torchrun_train(run, *extra) -> list[str]:
-    return torchrun_command(2, "train", *LONGER, f"run.dir={run}", *extra)
 
 
 @pytest.fixture(scope="module")
 def straight_two(tmp_path_factory, fashion_mnist):
     """The uninterrupted two-process run."""
     run = tmp_path_factory.mktemp("straight-two") / "run"
-    torchrun(2, "train", *LONGER, f"run.dir={run}")
+    torchrun(2, *train_args(run))
     return run
 
 
@@ -129,8 +138,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_o
                                                                                                   tally):
     """torchrun passes SIGTERM on to its workers; they agree on the step to stop at, save and exit."""
     run = tmp_path / "stopped"
-    process = subprocess.Popen(torchrun_train(run), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=TORCHRUN_ENV)
+    process = start_two(run)
     wait_for_step(process, run, 3)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -139,7 +147,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_o
     assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # each rank: after the same step's save
     state = load_checkpoint(run / "checkpoints" / "last.pt")
     assert 3 <= state["step"] < 30 and len(state["ranks"]) == 1  # rank 1's streams too
-    torchrun(2, "train", *LONGER, f"run.dir={run}", "resume=auto")
+    torchrun(2, *train_args(run, "resume=auto"))
     tally["runs resumed"] += 1
     assert [r["step"] for r in metrics(run)] == list(range(0, 31))  # one log: steps before the signal, then after
     assert_same_run(straight_two, run)
@@ -147,8 +155,7 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_o
 
 def test_a_rank_that_dies_does_not_leave_the_other_hanging_and_the_run_resumes(tmp_path, straight_two, tally):
     run = tmp_path / "rank-died"
-    process = subprocess.Popen(torchrun_train(run), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env=TORCHRUN_ENV)
+    process = start_two(run)
     wait_for_step(process, run, 3)
     workers = [int(pid) for task in Path(f"/proc/{process.pid}/task").iterdir()
                for pid in (task / "children").read_text().split()]
@@ -159,7 +166,7 @@ def test_a_rank_that_dies_does_not_leave_the_other_hanging_and_the_run_resumes(t
     tally["faults injected"] += 1
     assert process.returncode != 0 and time.monotonic() - started < 90
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] >= 2  # a whole checkpoint, not a torn one
-    torchrun(2, "train", *LONGER, f"run.dir={run}", "resume=auto")
+    torchrun(2, *train_args(run, "resume=auto"))
     tally["runs resumed"] += 1
     assert_same_run(straight_two, run)
 
