@@ -74,15 +74,15 @@ def margin_rows(records: list[dict], sets: list[str], method: str, keys: list[st
     """``method`` − untrained, seed by seed, on each set and on the mean of the sets: the mean over
     seeds ± its standard error (the spread of the seeds' margins / √seeds), and how many seeds."""
     by_run = {(r["set"], r["seed"], r["method"]): r for r in records}
-    margins: dict[str, dict[int, list[float]]] = {}  # set -> seed -> a margin per metric
+    margins: dict[str, dict[int, list[float]]] = {}  # set -> seed with both runs -> a margin per metric
     for name in sets:
-        seeds = sorted({seed for (s, seed, m) in by_run if s == name and m == method}
-                       & {seed for (s, seed, m) in by_run if s == name and m == "untrained"})
-        margins[name] = {seed: [100 * (by_run[name, seed, method][k] - by_run[name, seed, "untrained"][k])
-                                for k in keys] for seed in seeds}
-    rows = {name: per_seed for name, per_seed in margins.items() if per_seed}
-    common = set.intersection(*(set(per_seed) for per_seed in rows.values())) if rows else set()
-    if len(sets) > 1 and len(rows) == len(sets) and common:
+        seeds = sorted(seed for (s, seed, m) in by_run if (s, m) == (name, method) and (s, seed, "untrained") in by_run)
+        if seeds:
+            margins[name] = {seed: [100 * (by_run[name, seed, method][k] - by_run[name, seed, "untrained"][k])
+                                    for k in keys] for seed in seeds}
+    rows = dict(margins)
+    common = set.intersection(*map(set, margins.values())) if margins else set()
+    if len(sets) > 1 and len(margins) == len(sets) and common:
         rows[f"mean of {len(sets)} sets"] = {
             seed: [statistics.mean(column) for column in zip(*(margins[name][seed] for name in sets))]
             for seed in sorted(common)}
