@@ -172,7 +172,7 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
                 storage = RDBStorage(url, heartbeat_interval=30, grace_period=90, engine_kwargs=engine,
                                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
                 break
-            except sqlalchemy.exc.OperationalError:  # another process creating the same tables this instant
+            except sqlalchemy.exc.DBAPIError:  # another process creating the tables or stamping their version
                 if attempt == 4:
                     raise
                 time.sleep(1 + attempt)

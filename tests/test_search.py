@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 
+import mmbyol.search as search_module
 from mmbyol.config import load_config
 from mmbyol.search import best_config, candidates, configured_recipe, final_steps, suggest_recipe, with_recipe
 
@@ -171,6 +172,27 @@ def _search_process(where, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def test_a_process_joining_while_another_sets_up_the_storage_retries_instead_of_failing(tmp_path, monkeypatch):
+    # two processes starting at once race on the schema: one of them sees a table or the schema's version
+    # row appear under it (sqlite: "table studies already exists", "UNIQUE constraint failed: alembic_version")
+    import sqlalchemy
+
+    setup = optuna.storages.RDBStorage.__init__
+    raised = []
+
+    def racing(storage, *args, **kwargs):
+        if len(raised) < 2:
+            raised.append(len(raised))
+            error = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError)[len(raised) - 1]
+            raise error("INSERT INTO alembic_version", {}, Exception("the other process was first"))
+        setup(storage, *args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "__init__", racing)
+    monkeypatch.setattr(search_module.time, "sleep", lambda seconds: None)
+    study, _, created = search_module.open_study(load_config(["resume=auto"]), tmp_path, steps=8)
+    assert raised == [0, 1] and created and study.trials[0].user_attrs == {"reference": "configured"}
+
+
 @pytest.mark.slow
 def test_two_processes_share_a_study_and_a_killed_one_loses_no_finished_trial(tmp_path, fashion_mnist):
     where = tmp_path / "search"
@@ -188,6 +210,10 @@ def test_two_processes_share_a_study_and_a_killed_one_loses_no_finished_trial(tm
             working = {t.user_attrs.get("process") for t in trials if t.state == optuna.trial.TrialState.RUNNING}
             if any(t.state.is_finished() for t in trials) and len(working - {None}) == 2:
                 break
+        if victim.poll() is not None:
+            pytest.fail(f"the second process ended before it was killed:\n{victim.stderr.read()[-2000:]}")
+    else:
+        pytest.fail("the two processes never worked on the study at once in 300 s")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     before = {t.number: (t.state, t.value) for t in _study(where).get_trials() if t.state.is_finished()}
