@@ -124,8 +124,6 @@ def test_a_stop_signal_saves_says_how_to_continue_exits_128_plus_it_and_resumes_
     assert_same_run(straight, run)
 
 
-
-
 @pytest.fixture(scope="module")
 def straight_two(tmp_path_factory, fashion_mnist):
     """The uninterrupted two-process run."""
