@@ -176,6 +176,8 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
                 if attempt == 4:
                     raise
                 time.sleep(1 + attempt)
+        if url.startswith("sqlite"):
+            _lock_when_a_transaction_begins(storage.engine)
         pruner = pruner_for(cfg, steps)
         final = optuna.create_study(study_name=FINAL_STUDY_NAME, storage=storage, direction="maximize",
                                     pruner=optuna.pruners.NopPruner(), load_if_exists=True)
@@ -194,6 +196,30 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
     study.set_user_attr("config", to_container(cfg))
     study.enqueue_trial({}, user_attrs={"reference": "configured"})
     return study, final, True
+
+
+def _lock_when_a_transaction_begins(engine) -> None:
+    """Make every transaction on this SQLite engine take the write lock at its start.
+
+    A process claims a queued trial (the configured pair, or a crashed process's trial queued again)
+    by reading it as waiting and marking it running in one transaction; Postgres and MySQL lock the
+    row (``SELECT ... FOR UPDATE``), SQLite does not, and Python's sqlite3 starts the transaction
+    only at the write. Two processes then both read "waiting" and both run the trial. This is
+    SQLAlchemy's documented recipe for pysqlite: sqlite3 issues no BEGIN of its own, and each
+    transaction starts with ``BEGIN IMMEDIATE`` (another process waits for it, up to the busy
+    timeout). The transactions are a few statements long, so the processes barely wait.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(connection, record) -> None:
+        connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while the storage was set up lack the hooks
 
 
 def _sampler(cfg: DictConfig, seed: int):

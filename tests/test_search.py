@@ -1,15 +1,18 @@
 """mmbyol search: the space from the registry, trials through the CLI, resume and several processes."""
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 
 import mmbyol.search as search_module
@@ -175,8 +178,6 @@ def _search_process(where, *extra):
 def test_a_process_joining_while_another_sets_up_the_storage_retries_instead_of_failing(tmp_path, monkeypatch):
     # two processes starting at once race on the schema: one of them sees a table or the schema's version
     # row appear under it (sqlite: "table studies already exists", "UNIQUE constraint failed: alembic_version")
-    import sqlalchemy
-
     setup = optuna.storages.RDBStorage.__init__
     raised = []
 
@@ -191,6 +192,36 @@ def test_a_process_joining_while_another_sets_up_the_storage_retries_instead_of_
     monkeypatch.setattr(search_module.time, "sleep", lambda seconds: None)
     study, _, created = search_module.open_study(load_config(["resume=auto"]), tmp_path, steps=8)
     assert raised == [0, 1] and created and study.trials[0].user_attrs == {"reference": "configured"}
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # the test claims with ask(), a search in optimize()
+def test_two_processes_never_claim_the_same_queued_trial(tmp_path, monkeypatch):
+    # a process claims a queued trial by reading it as waiting and then marking it running; SQLite has no
+    # SELECT ... FOR UPDATE, so unless the read takes the write lock, both processes read "waiting" and both run
+    # the trial, in one directory, and the one that finishes second crashes
+    from optuna.storages._rdb import models
+
+    cfg = load_config(["resume=auto"])
+    first, _, _ = search_module.open_study(cfg, tmp_path, steps=8)
+    second, _, _ = search_module.open_study(cfg, tmp_path, steps=8)
+    read, both_read = models.TrialModel.find_or_raise_by_id, threading.Barrier(2)
+
+    def read_then_wait(trial_id, session, for_update=False):
+        trial = read(trial_id, session, for_update=for_update)
+        if for_update:  # let the other claim read too, if it can: it cannot while this one holds the lock
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_read.wait(timeout=1)
+        return trial
+
+    monkeypatch.setattr(models.TrialModel, "find_or_raise_by_id", staticmethod(read_then_wait))
+    claimed = []
+    claims = [threading.Thread(target=lambda study=study: claimed.append(study.ask().number))
+              for study in (first, second)]
+    for claim in claims:
+        claim.start()
+    for claim in claims:
+        claim.join(timeout=60)
+    assert sorted(claimed) == [0, 1]  # one runs the queued configured pair, the other a trial of its own
 
 
 @pytest.mark.slow
