@@ -3,7 +3,6 @@
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -175,6 +174,31 @@ def _search_process(where, *extra):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _kill_during_a_trial(victim, where, other, within: float = 300) -> None:
+    """SIGKILL ``victim`` while it runs a trial of the study in ``where``, once some trial has finished."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if victim.poll() is not None:
+            other.kill()
+            pytest.fail(f"the process to kill ended first (exit {victim.returncode}):\n{victim.stderr.read()[-2000:]}"
+                        f"\nthe other process (exit {other.wait()}):\n{other.stderr.read()[-2000:]}")
+        time.sleep(0.1)
+        if not (where / "study.db").exists():
+            continue
+        try:
+            trials = _study(where).get_trials(deepcopy=False)
+        except (KeyError, sqlalchemy.exc.DBAPIError):  # the file is there, its tables or the study not yet
+            continue
+        mine = f":{victim.pid}"
+        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        if any(t.state.is_finished() for t in trials) and any(t.user_attrs.get("process", "").endswith(mine)
+                                                              for t in running):
+            victim.kill()
+            victim.wait()
+            return
+    pytest.fail(f"the process to kill ran no trial in {within} s")
+
+
 def test_a_process_joining_while_another_sets_up_the_storage_retries_instead_of_failing(tmp_path, monkeypatch):
     # two processes starting at once race on the schema: one of them sees a table or the schema's version
     # row appear under it (sqlite: "table studies already exists", "UNIQUE constraint failed: alembic_version")
@@ -230,31 +254,20 @@ def test_two_processes_share_a_study_and_a_killed_one_loses_no_finished_trial(tm
     args = ["search.trial_steps=24", "search.measurements=3", "search.finalists=0", "resume=auto"]
     survivor = _search_process(where, "search.trials=5", *args)
     victim = _search_process(where, "search.trials=5", *args)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # kill one process once a trial has finished and both are at work
-        time.sleep(0.2)
-        if (where / "study.db").exists():
-            try:
-                trials = _study(where).get_trials(deepcopy=False)
-            except KeyError:  # the file is there, the study not yet
-                continue
-            working = {t.user_attrs.get("process") for t in trials if t.state == optuna.trial.TrialState.RUNNING}
-            if any(t.state.is_finished() for t in trials) and len(working - {None}) == 2:
-                break
-        if victim.poll() is not None:
-            pytest.fail(f"the second process ended before it was killed:\n{victim.stderr.read()[-2000:]}")
-    else:
-        pytest.fail("the two processes never worked on the study at once in 300 s")
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    before = {t.number: (t.state, t.value) for t in _study(where).get_trials() if t.state.is_finished()}
-    _, err = survivor.communicate(timeout=600)
+    try:
+        _kill_during_a_trial(victim, where, survivor)
+        before = {t.number: (t.state, t.value) for t in _study(where).get_trials() if t.state.is_finished()}
+        _, err = survivor.communicate(timeout=600)
+    finally:
+        for process in (survivor, victim):
+            process.kill()
     assert survivor.returncode == 0, err[-2000:]
     # the survivor finished the study's trials; the killed process's trial is left running (stale)
     trials = _study(where).get_trials()
     finished = [t for t in trials if t.state.is_finished()]
     assert len(finished) >= 5 and sum(t.state == optuna.trial.TrialState.RUNNING for t in trials) <= 1
-    assert len({t.user_attrs["process"] for t in trials}) == 2  # both worked on the one study
+    workers = {t.user_attrs["process"].rsplit(":", 1)[1] for t in trials if "process" in t.user_attrs}
+    assert workers == {str(survivor.pid), str(victim.pid)}  # both worked on the one study
 
     run_cli("search", *SEARCH, f"run.dir={where}", "search.trials=6", *args)  # resume: one more trial
     after = _study(where).get_trials()
