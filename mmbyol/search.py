@@ -419,9 +419,10 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
     (several processes share the queue; a crashed trial is queued again, as in the exploration)."""
     import optuna
 
-    waiting, running = optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING
+    waiting, running, failed = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING,
+                                optuna.trial.TrialState.FAIL)
     present = {(t.user_attrs.get("of"), t.user_attrs.get("steps")) for t in final.get_trials(deepcopy=False)
-               if t.state != optuna.trial.TrialState.FAIL}
+               if t.state != failed}
     for trial in finalists(cfg, study):  # the reference first: without it the round compares nothing
         if (trial.number, length) not in present:
             final.enqueue_trial({}, user_attrs={"of": trial.number, "steps": length,
@@ -432,8 +433,15 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
         if "of" not in trial.user_attrs:  # another process took the last queued one meanwhile
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("nothing left in the final round's queue")
-        number = trial.user_attrs["of"]
-        value = run_trial(trial, trial.user_attrs["recipe"], trial.user_attrs["steps"],
+        number, steps = trial.user_attrs["of"], trial.user_attrs["steps"]
+        # processes that reach the round together may each queue a finalist: an earlier entry trains it
+        twin = next((t.number for t in final.get_trials(deepcopy=False) if t.number < trial.number
+                     and t.state != failed and not t.user_attrs.get("surplus")
+                     and (t.user_attrs.get("of"), t.user_attrs.get("steps")) == (number, steps)), None)
+        if twin is not None:
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned(f"final trial {twin} trains trial {number} already")
+        value = run_trial(trial, trial.user_attrs["recipe"], steps,
                           where / "final" / f"{number:04d}", deadline, prune=False)
         log.info("final round: trial %d, %s %.4f at %d steps (%.4f at %d)", number, key.removeprefix("monitor_"),
                  value, trial.user_attrs["steps"], study.trials[number].value, study.user_attrs["trial_steps"])

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -122,6 +123,40 @@ def test_best_yaml_takes_the_final_round_only_once_it_has_compared_the_configure
     assert chosen.value == 0.9 and chosen.user_attrs["reference"] == "configured"  # the longer run decides
     final.set_user_attr("final_steps", 30)
     assert chosen_trial(study, final).value == 0.7  # a round at another length is not compared with this one
+
+
+def test_a_finalist_queued_by_two_processes_at_once_trains_once(tmp_path):
+    from mmbyol.search import final_round
+
+    cfg = load_config(["search.finalists=1"])
+    recipe = configured_recipe(cfg)
+    study, final = optuna.create_study(direction="maximize"), optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"reference": "configured", "recipe": recipe}))
+    study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={"recipe": recipe}))
+    study.set_user_attr("trial_steps", 10)
+    for _ in range(2):  # two processes found the final round's queue empty and queued both finalists
+        for number in (0, 1):
+            final.enqueue_trial({}, user_attrs={"of": number, "steps": 20, "recipe": recipe})
+    trained = []
+
+    def run_trial(trial, recipe, length, run_dir, cut_at, prune):
+        trained.append((trial.user_attrs["of"], length))
+        return 0.6
+
+    final_round(cfg, study, final, 20, math.inf, run_trial, tmp_path, "monitor_knn")
+    assert sorted(trained) == [(0, 20), (1, 20)]
+    surplus = [t.number for t in final.trials if t.user_attrs.get("surplus")]
+    assert surplus == [2, 3] and all(final.trials[n].state == optuna.trial.TrialState.PRUNED for n in surplus)
+
+    # the entry that trained it crashed (failed) after its twin stood down: the entry queued again trains it
+    again, trained[:] = optuna.create_study(direction="maximize"), []
+    attrs = {"of": 1, "steps": 20, "recipe": recipe}
+    failed, pruned = optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED
+    again.add_trial(optuna.trial.create_trial(state=failed, user_attrs=attrs))
+    again.add_trial(optuna.trial.create_trial(state=pruned, user_attrs={**attrs, "surplus": True}))
+    again.enqueue_trial({}, user_attrs=attrs)
+    final_round(cfg, study, again, 20, math.inf, run_trial, tmp_path, "monitor_knn")
+    assert sorted(trained) == [(0, 20), (1, 20)]
 
 
 @pytest.mark.slow
