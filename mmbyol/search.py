@@ -176,8 +176,9 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
                 if attempt == 4:
                     raise
                 time.sleep(1 + attempt)
-        if url.startswith("sqlite"):
-            _lock_when_a_transaction_begins(storage.engine)
+        address = storage.engine.url
+        if address.get_backend_name() == "sqlite" and address.database not in (None, "", ":memory:"):
+            _lock_when_a_transaction_begins(storage.engine)  # a file that other processes may share
         pruner = pruner_for(cfg, steps)
         final = optuna.create_study(study_name=FINAL_STUDY_NAME, storage=storage, direction="maximize",
                                     pruner=optuna.pruners.NopPruner(), load_if_exists=True)

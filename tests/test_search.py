@@ -283,6 +283,12 @@ def test_two_processes_never_claim_the_same_queued_trial(tmp_path, monkeypatch):
     assert sorted(claimed) == [0, 1]  # one runs the queued configured pair, the other a trial of its own
 
 
+def test_a_search_in_memory_opens_its_study(tmp_path):
+    # no other process shares an in-memory database: it is left as SQLAlchemy makes it
+    study, _, created = search_module.open_study(load_config(["search.storage=sqlite://"]), tmp_path, steps=8)
+    assert created and study.trials[0].user_attrs == {"reference": "configured"}
+
+
 @pytest.mark.slow
 def test_two_processes_share_a_study_and_a_killed_one_loses_no_finished_trial(tmp_path, fashion_mnist):
     where = tmp_path / "search"
