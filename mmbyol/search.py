@@ -445,7 +445,7 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
         value = run_trial(trial, trial.user_attrs["recipe"], steps,
                           where / "final" / f"{number:04d}", deadline, prune=False)
         log.info("final round: trial %d, %s %.4f at %d steps (%.4f at %d)", number, key.removeprefix("monitor_"),
-                 value, trial.user_attrs["steps"], study.trials[number].value, study.user_attrs["trial_steps"])
+                 value, steps, study.trials[number].value, study.user_attrs["trial_steps"])
         return value
 
     while time.monotonic() < deadline and final.get_trials(deepcopy=False, states=(waiting,)):
