@@ -164,7 +164,9 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = storage_url(cfg, where)
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    address = sqlalchemy.engine.make_url(url)
+    sqlite = address.get_backend_name() == "sqlite"
+    engine = {"connect_args": {"timeout": 60}} if sqlite else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for attempt in range(5):
@@ -176,8 +178,7 @@ def open_study(cfg: DictConfig, where: Path, steps: int):
                 if attempt == 4:
                     raise
                 time.sleep(1 + attempt)
-        address = storage.engine.url
-        if address.get_backend_name() == "sqlite" and address.database not in (None, "", ":memory:"):
+        if sqlite and address.database not in (None, "", ":memory:"):
             _lock_when_a_transaction_begins(storage.engine)  # a file that other processes may share
         pruner = pruner_for(cfg, steps)
         final = optuna.create_study(study_name=FINAL_STUDY_NAME, storage=storage, direction="maximize",
@@ -422,8 +423,11 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
 
     waiting, running, failed = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING,
                                 optuna.trial.TrialState.FAIL)
-    present = {(t.user_attrs.get("of"), t.user_attrs.get("steps")) for t in final.get_trials(deepcopy=False)
-               if t.state != failed}
+
+    def entry(t) -> tuple:
+        return t.user_attrs.get("of"), t.user_attrs.get("steps")
+
+    present = {entry(t) for t in final.get_trials(deepcopy=False) if t.state != failed}
     for trial in finalists(cfg, study):  # the reference first: without it the round compares nothing
         if (trial.number, length) not in present:
             final.enqueue_trial({}, user_attrs={"of": trial.number, "steps": length,
@@ -437,8 +441,7 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
         number, steps = trial.user_attrs["of"], trial.user_attrs["steps"]
         # processes that reach the round together may each queue a finalist: an earlier entry trains it
         twin = next((t.number for t in final.get_trials(deepcopy=False) if t.number < trial.number
-                     and t.state != failed and not t.user_attrs.get("surplus")
-                     and (t.user_attrs.get("of"), t.user_attrs.get("steps")) == (number, steps)), None)
+                     and t.state != failed and not t.user_attrs.get("surplus") and entry(t) == (number, steps)), None)
         if twin is not None:
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned(f"final trial {twin} trains trial {number} already")
