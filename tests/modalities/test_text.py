@@ -272,6 +272,10 @@ def test_text_file_errors_say_what_to_do(tmp_path):
     cfg = load_config(["modality=text", "data.name=text-file", f"data.train={train}", f"data.test={test}"])
     with pytest.raises(DataError, match="never uses: plant"):
         build_dataset(cfg, "test")
+    misspelt = load_config(["modality=text", "data.name=text-file", f"data.train={train}",
+                            f"data.test={tmp_path / 'tset.jsonl'}"])
+    with pytest.raises(DataError, match="data.test=.*tset.jsonl does not exist"):
+        build_dataset(misspelt, "train")  # before training, not when evaluating after it
 
 
 # ---------------------------------------------------------------------------- training

@@ -156,6 +156,44 @@ def test_array_file_errors_say_what_to_do(tmp_path):
                                    f"data.test_labels={tmp_path / 't.txt'}"]), "test")
     with pytest.raises(DataError, match="needs data.train=FILE"):
         build_dataset(load_config(["modality=timeseries", "data.name=array-file"]), "train")
+    with pytest.raises(DataError, match="Label file .*nope.txt does not exist"):
+        build_dataset(load_config([*base, f"data.train_labels={tmp_path / 'nope.txt'}"]), "train")
+    for key in ("test", "test_labels"):  # said before training, not when evaluating after it
+        with pytest.raises(DataError, match=f"data.{key}=.*nope.npy does not exist"):
+            build_dataset(load_config([*base, f"data.test={tmp_path / 'x.npy'}",
+                                       f"data.{key}={tmp_path / 'nope.npy'}"]), "train")
+
+
+@pytest.mark.parametrize("name, write, message", [
+    ("ragged.npy", lambda p: np.save(p, np.array([np.zeros(3), np.zeros(4)], dtype=object)),
+     "array of Python objects.*padded with NaN"),
+    ("ragged.npz", lambda p: np.savez(p, x=np.array([np.zeros(3), np.zeros(4)], dtype=object)),
+     "array of Python objects"),
+    ("words.npy", lambda p: np.save(p, np.array([["a", "b"], ["c", "d"]])), "the series are not numbers"),
+    ("junk.npy", lambda p: p.write_bytes(b"not an array"), "is not a NumPy file"),
+    ("cut.npz", lambda p: p.write_bytes(b"PK\x03\x04" + bytes(40)), "is not a NumPy file numpy can read"),
+    ("junk.pt", lambda p: p.write_bytes(b"not a tensor"), "torch.load reads with weights_only=True"),
+])
+def test_unreadable_array_files_say_what_is_wrong(tmp_path, name, write, message):
+    write(tmp_path / name)
+    with pytest.raises(DataError, match=message):
+        build_dataset(load_config(["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / name}"]),
+                      "train")
+
+
+def test_series_with_infinite_values_are_skipped_and_counted(tmp_path, caplog):
+    x = np.random.default_rng(0).normal(size=(6, 2, 10)).astype(np.float32)
+    x[1, 0, 3], x[4, 1, 0], x[5, 0, 2] = np.inf, -np.inf, np.nan  # the NaN is a missing value, kept
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.arange(6) % 2)
+    cfg = load_config(["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'x.npy'}",
+                       f"data.train_labels={tmp_path / 'y.npy'}"])
+    with caplog.at_level("WARNING"):
+        dataset = build_dataset(cfg, "train")
+    assert "skipping 2 series with infinite values" in caplog.text
+    assert len(dataset) == 4 and [dataset[i][1] for i in range(4)] == [0, 0, 1, 1]  # series 0, 2, 3, 5
+    assert torch.equal(dataset[1][0], torch.from_numpy(x[2]))
+    assert all(math.isfinite(v) for v in dataset.info["mean"] + dataset.info["std"])
 
 
 @pytest.mark.parametrize("name, options", [("fcn", {}), ("resnet1d", {}), ("patch_transformer", {"patch": 8})])

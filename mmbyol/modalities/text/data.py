@@ -195,6 +195,9 @@ def text_file(cfg: TextDataConfig, split: str) -> Texts:
     path = Path(cfg.train if split == "train" else cfg.test or "")
     if split == "test" and cfg.test is None:
         raise DataError("Evaluating a text-file run needs labelled test data: data.test=FILE.")
+    if cfg.test is not None and not Path(cfg.test).exists():  # said before training, not when evaluating after it
+        raise DataError(f"data.test={cfg.test} does not exist (evaluation reads it). Correct the path, or leave "
+                        f"data.test unset to train without it.")
     texts, names = read_text_file(path, cfg.text_column, cfg.label_column)
     train_names = names if split == "train" else read_text_file(Path(cfg.train), cfg.text_column, cfg.label_column)[1]
     classes = sorted({n for n in train_names if n is not None})

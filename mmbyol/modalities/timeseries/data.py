@@ -16,6 +16,7 @@ import csv
 import importlib.util
 import logging
 import math
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -134,9 +135,13 @@ class SeriesSet(Dataset):
 
     def __init__(self, series: list[np.ndarray], labels: list[int], classes: list[str], length: int, training: bool,
                  source: str):
-        kept = [i for i, s in enumerate(series) if series_length(s) > 0]
-        if len(kept) < len(series):
-            log.warning("skipping %d series with no values in %s", len(series) - len(kept), source)
+        empty = [i for i, s in enumerate(series) if series_length(s) == 0]
+        infinite = [i for i, s in enumerate(series) if np.isinf(s).any()]  # an overflow is no value to learn from
+        if empty or infinite:
+            log.warning("skipping %s in %s", ", ".join(f"{len(found)} series with {what}" for found, what in
+                                                      ((empty, "no values"), (infinite, "infinite values")) if found),
+                        source)
+        kept = sorted(set(range(len(series))) - set(empty) - set(infinite))
         self.x = torch.stack([resample(series[i], length) for i in kept]) if kept else torch.empty(0, 1, length)
         self.labels = [labels[i] for i in kept]
         self.classes, self.training, self.source = classes, training, source
@@ -258,7 +263,10 @@ X_KEYS, Y_KEYS = ("x", "X", "data", "series"), ("y", "Y", "label", "labels", "ta
 
 
 def _as_series(array, path: Path) -> list[np.ndarray]:
-    array = np.asarray(array, dtype=np.float32)
+    try:
+        array = np.asarray(array, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise DataError(f"{path}: the series are not numbers ({error}).") from error
     if array.ndim == 2:  # (items, steps): one channel
         array = array[:, None, :]
     if array.ndim != 3:
@@ -272,9 +280,30 @@ def _pick(mapping, keys: tuple[str, ...]):
 
 
 def read_labels(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"Label file {path} does not exist.")
     if path.suffix == ".npy":
-        return [str(v) for v in np.load(path, allow_pickle=False).reshape(-1).tolist()]
+        return [str(v) for v in _load_numpy(path).reshape(-1).tolist()]
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _load_numpy(path: Path):
+    """``np.load`` without pickles (a ``.npz`` read whole, as a dict), its failures said as what to do."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return dict(loaded)
+        return loaded
+    except ValueError as error:
+        if "Object arrays" in str(error):  # most often series of different lengths
+            raise DataError(f"{path} holds an array of Python objects, which mmbyol does not unpickle. Save "
+                            f"numbers: one float array, shorter series padded with NaN at the end (they are "
+                            f"read as shorter), or a .ts file.") from error
+        raise DataError(f"{path} is not a NumPy file (np.save or np.savez writes one): numpy reads it only "
+                        f"by unpickling, which mmbyol does not do.") from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path} is not a NumPy file numpy can read ({error}).") from error
 
 
 def read_array_file(path: Path, labels_path: Path | None,
@@ -288,17 +317,21 @@ def read_array_file(path: Path, labels_path: Path | None,
         ts = read_ts(path)
         series, labels = ts.series, ts.labels
     elif suffix == ".npy":
-        series = _as_series(np.load(path, allow_pickle=False), path)
+        series = _as_series(_load_numpy(path), path)
     elif suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = dict(archive)
+        arrays = _load_numpy(path)
         x = _pick(arrays, X_KEYS)
         if x is None:
             raise DataError(f"{path} holds {', '.join(arrays)}; name the series array one of {', '.join(X_KEYS)}.")
         series, y = _as_series(x, path), _pick(arrays, Y_KEYS)
         labels = None if y is None else [str(v) for v in np.asarray(y).reshape(-1).tolist()]
     elif suffix == ".pt":
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # a broken zip, or objects the weights-only unpickler refuses
+            first = str(error).split(". ")[0].splitlines()[0] if str(error) else ""
+            raise DataError(f"{path} is not a file torch.load reads with weights_only=True ({type(error).__name__}: "
+                            f"{first}). Save tensors: torch.save({{'x': x, 'y': y}}, path).") from error
         if isinstance(loaded, dict):
             x, y = _pick(loaded, X_KEYS), _pick(loaded, Y_KEYS)
         elif isinstance(loaded, (tuple, list)):
@@ -359,6 +392,10 @@ def array_file(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
     def label_file(key: str) -> Path | None:
         return Path(getattr(cfg, key)).expanduser() if getattr(cfg, key) else None
 
+    for key in ("test", "test_labels"):  # a wrong path is said before training, not when evaluating after it
+        if getattr(cfg, key) and not Path(getattr(cfg, key)).expanduser().is_file():
+            raise DataError(f"data.{key}={getattr(cfg, key)} does not exist (evaluation reads it). Correct the "
+                            f"path, or leave data.{key} unset to train without it.")
     train = read_array_file(Path(cfg.train).expanduser(), label_file("train_labels"), cfg.label_column)
     data = train if split == "train" else read_array_file(Path(cfg.test).expanduser(), label_file("test_labels"),
                                                           cfg.label_column)
