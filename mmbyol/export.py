@@ -197,8 +197,9 @@ def _describe_inputs(name: str, info: dict[str, Any]) -> dict[str, str]:
         return {"waveforms": f"float32 (batch, samples), mono at {info['sample_rate']} Hz, any length of 512 or "
                              f"more samples (training clips: {info['clip_samples']})"}
     if name == "timeseries":
-        return {"series": f"float32 (batch, {info['channels']}, length), raw values, NaN for missing (training "
-                          f"length {info['length']})"}
+        return {"series": f"float32 (batch, {info['channels']}, steps), raw values, NaN for missing; any number of "
+                          f"steps, shorter series padded with NaN at the end (each is resampled to the training "
+                          f"length, {info['length']})"}
     return {"input_ids": "int64 (batch, tokens), from tokenizer.json", "attention_mask": "int64 (batch, tokens)"}
 
 

@@ -164,3 +164,21 @@ def test_timeseries_summary_gives_each_method_its_margin_over_the_untrained_enco
     assert "| mean of 2 sets | byol − untrained | +15.0 ± 5.0 | +15.0 ± 5.0 | +15.0 ± 5.0 | 2 |" in table
     assert any(line.startswith("| A | byol | 43.3 ± ") and line.endswith(" | 3 |") for line in table)
     assert not any("untrained − untrained" in line for line in table)
+
+
+def test_raw_series_gives_a_raw_input_encoder_the_items_features(tmp_path):
+    import raw_series
+
+    from .conftest import run_cli
+    from .modalities.test_timeseries import TS_TINY, two_shapes, write_ts
+
+    (tmp_path / "Tiny").mkdir()
+    for split, n, seed in (("TRAIN", 32, 0), ("TEST", 12, 1)):
+        series, labels = two_shapes(n, (20, 40), seed)
+        write_ts(tmp_path / "Tiny" / f"Tiny_{split}.ts", series, labels, ["a", "b"])
+    run_dir = tmp_path / "run"
+    run_cli("train", *TS_TINY, f"data.root={tmp_path}", "data.set=Tiny", f"run.dir={run_dir}",
+            "trainer.monitor_every=0")
+    results = raw_series.main([str(run_dir)])
+    assert results["raw"] == results["items"] and results["items"]["max_abs_diff_from_items"] == 0
+    assert results["unresampled"]["max_abs_diff_from_items"] > 0.01  # the test series are 20-39 steps, not 39

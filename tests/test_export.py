@@ -87,10 +87,14 @@ def test_onnx_takes_raw_input_and_matches_the_encoder(runs, modality):
     inputs = [batch]
     if modality == "audio":  # a waveform of another length than the training clips
         inputs.append(torch.randn(2, 9000) * 0.1)
-    if modality == "timeseries":
+    if modality == "timeseries":  # longer series, and series of their own lengths padded with NaN
         inputs.append(torch.randn(3, batch.shape[1], 70))
+        ragged = torch.randn(3, batch.shape[1], 90)
+        ragged[0, :, 40:], ragged[1, :, 75:] = float("nan"), float("nan")
+        inputs.append(ragged)
     for x in inputs:
         got = runtime.run(None, {runtime.get_inputs()[0].name: x.numpy()})[0]
+        assert np.isfinite(got).all()
         with torch.no_grad():
             np.testing.assert_allclose(got, raw(x).numpy(), rtol=1e-4, atol=1e-4)
 

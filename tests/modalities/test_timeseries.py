@@ -9,7 +9,7 @@ from mmbyol.config import load_config
 from mmbyol.data import build_dataset
 from mmbyol.errors import ConfigError, DataError
 from mmbyol.modalities.base import build_encoder
-from mmbyol.modalities.timeseries import prepare_series
+from mmbyol.modalities.timeseries import SeriesFrontEnd, prepare_series
 from mmbyol.modalities.timeseries.data import packaged_ucr_folders, read_ts, resample
 
 from ..conftest import run_cli
@@ -76,10 +76,35 @@ def test_read_ts_refuses_what_it_cannot_read(tmp_path):
 
 
 def test_resample_drops_missing_steps_at_the_end_and_interpolates_linearly():
-    x = np.array([[0.0, 1.0, 2.0, float("nan")], [0.0, 2.0, 4.0, float("nan")]])
+    nan = float("nan")
+    x = torch.tensor([[[0.0, 1.0, 2.0, nan], [0.0, 2.0, 4.0, nan]],  # 3 steps
+                      [[3.0, nan, nan, nan], [nan, nan, nan, nan]],  # 1 step
+                      [[1.0, nan, 5.0, 7.0], [2.0, 4.0, nan, nan]]])  # 4 steps, a gap inside
     out = resample(x, 5)
-    assert out.tolist() == [[0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 1.0, 2.0, 3.0, 4.0]]
-    assert resample(np.array([[3.0]]), 4).tolist() == [[3.0] * 4]
+    assert out[0].tolist() == [[0.0, 0.5, 1.0, 1.5, 2.0], [0.0, 1.0, 2.0, 3.0, 4.0]]
+    assert out[1, 0].tolist() == [3.0] * 5 and out[1, 1].isnan().all()
+    assert out[2, 0, 0] == 1.0 and out[2, 0, 4] == 7.0 and out[2, 0, 1:3].isnan().all()  # next to the gap
+    assert out[2, 1, :2].tolist() == [2.0, 3.5] and out[2, 1, 3:].isnan().all()
+    same = resample(x, 4)  # a series of the length already: as it was, NaN where it was
+    assert torch.equal(same[2].nan_to_num(-1), x[2].nan_to_num(-1))
+
+
+def test_the_front_end_makes_raw_series_what_the_data_set_gave_the_encoder(tmp_path):
+    """Raw series of their own lengths, padded with NaN, become the data set's items, normalized."""
+    series = [np.random.default_rng(i).normal(size=(2, n)).astype(np.float32) for i, n in enumerate((9, 14, 20, 5))]
+    longest = 20
+    padded = np.stack([np.pad(s, ((0, 0), (0, longest - s.shape[1])), constant_values=np.nan) for s in series])
+    np.save(tmp_path / "x.npy", padded)
+    cfg = load_config(["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'x.npy'}",
+                       "data.length=12"])
+    dataset = build_dataset(cfg, "train")
+    front_end = SeriesFrontEnd(dataset.info)
+    expected = front_end(dataset.x)
+    assert torch.equal(front_end(torch.from_numpy(padded)), expected)
+    assert torch.equal(front_end(torch.from_numpy(series[1])[None]), expected[1:2])  # one series, unpadded
+    assert torch.equal(prepare_series(dataset.x, torch.device("cpu"), dataset.info), expected)
+    with pytest.raises(ValueError, match="expected series .batch, 2 channels, steps.*got shape .4, 3, 20."):
+        front_end(torch.zeros(4, 3, 20))
 
 
 def test_ucr_from_a_copy_of_the_archive_resamples_to_the_longest_training_series(ucr_root):

@@ -16,7 +16,7 @@ from torch import nn
 from ...registry import register_modality
 from ..base import Modality
 from . import data, encoders  # noqa: F401  (each registers its parts)
-from .data import TimeSeriesDataConfig
+from .data import TimeSeriesDataConfig, resample
 
 
 def collate_series(inputs: list[torch.Tensor]) -> torch.Tensor:
@@ -24,16 +24,22 @@ def collate_series(inputs: list[torch.Tensor]) -> torch.Tensor:
 
 
 class SeriesFrontEnd(nn.Module):
-    """Each channel of ``(B, channels, length)`` normalized with the training split's mean and
-    std; a missing value (NaN) becomes 0, the channel's mean. Any length."""
+    """Raw series ``(B, channels, steps)``, any number of steps, shorter ones padded with NaN at
+    the end, made what the encoder trained on: each resampled to the run's length as the data
+    sets do (:func:`~.data.resample`), each channel normalized with the training split's mean and
+    std, a missing value (NaN) then 0, the channel's mean."""
 
     def __init__(self, info: dict):
         super().__init__()
+        self.length = info["length"]
         self.register_buffer("mean", torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("std", torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1))
 
     def forward(self, series: torch.Tensor) -> torch.Tensor:
-        series = series.to(self.mean.device, non_blocking=True).float()
+        if series.dim() != 3 or series.shape[1] != self.mean.shape[1]:
+            raise ValueError(f"expected series (batch, {self.mean.shape[1]} channels, steps), as the run trained "
+                             f"on; got shape {tuple(series.shape)}")
+        series = resample(series.to(self.mean.device, non_blocking=True).float(), self.length)
         return torch.nan_to_num((series - self.mean) / self.std, nan=0.0)
 
 

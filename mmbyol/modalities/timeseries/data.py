@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ...config import DataConfig
@@ -112,15 +111,26 @@ def read_ts(path: str | Path) -> TSFile:
 # ------------------------------------------------------------------------------ the data set
 
 
-def resample(series: np.ndarray, length: int) -> torch.Tensor:
-    """``(channels, steps)`` → ``(channels, length)`` by linear interpolation, after dropping the
-    steps at the end where every channel is missing."""
-    x = torch.from_numpy(np.ascontiguousarray(series, dtype=np.float32))[:, : max(series_length(series), 1)]
-    if x.shape[1] == length:
-        return x
-    if x.shape[1] == 1:
-        return x.expand(-1, length).clone()
-    return F.interpolate(x[None], size=length, mode="linear", align_corners=True)[0]
+def resample(series: torch.Tensor, length: int) -> torch.Tensor:
+    """``(batch, channels, steps)`` → ``(batch, channels, length)``: each series without the steps at
+    its end where every channel is missing (NaN, how shorter series are padded), then linearly
+    interpolated to ``length`` with its first and last steps kept (a series of one step repeats
+    it). A series already ``length`` steps long comes back as it was. The data sets and the front
+    end both resample with it, so raw series given to a trained encoder meet what it trained on."""
+    batch, channels, steps = series.shape
+    present = ~torch.isnan(series).all(dim=1)
+    n = (present * torch.arange(1, steps + 1, device=series.device)).amax(dim=1).clamp(min=1)
+    position = torch.arange(length, device=series.device, dtype=torch.float32)[None] * (
+        (n - 1).float() / max(length - 1, 1))[:, None]
+    left = position.floor().long().clamp(max=steps - 1)
+    right = torch.minimum(left + 1, (n - 1)[:, None])
+    weight = (position - left)[:, None, :]
+
+    def at(index: torch.Tensor) -> torch.Tensor:
+        return series.gather(2, index[:, None, :].expand(-1, channels, -1))
+
+    # where a position falls on a step, that step alone: a missing neighbour does not spread to it
+    return torch.where(weight == 0, at(left), at(left) * (1 - weight) + at(right) * weight)
 
 
 def series_length(series: np.ndarray) -> int:
@@ -142,7 +152,8 @@ class SeriesSet(Dataset):
                                                       ((empty, "no values"), (infinite, "infinite values")) if found),
                         source)
         kept = sorted(set(range(len(series))) - set(empty) - set(infinite))
-        self.x = torch.stack([resample(series[i], length) for i in kept]) if kept else torch.empty(0, 1, length)
+        self.x = (torch.cat([resample(torch.from_numpy(np.ascontiguousarray(series[i], dtype=np.float32))[None],
+                                      length) for i in kept]) if kept else torch.empty(0, 1, length))
         self.labels = [labels[i] for i in kept]
         self.classes, self.training, self.source = classes, training, source
 
