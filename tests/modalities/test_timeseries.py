@@ -21,7 +21,7 @@ TS_TINY = ["modality=timeseries", "data.batch_size=16", "trainer.max_steps=6", "
 
 def write_ts(path, series, labels, classes, header_extra=""):
     """A ``.ts`` file as the archive writes it: channels separated by ':', the label last."""
-    lines = ["# a comment", "@problemName Tiny", "@timeStamps false", "@missing true",
+    lines = ["# a comment", "% an ARFF comment", "@problemName Tiny", "@timeStamps false", "@missing true",
              f"@univariate {'true' if series[0].shape[0] == 1 else 'false'}", f"@dimensions {series[0].shape[0]}",
              "@equalLength false", f"@classLabel true {' '.join(classes)}", header_extra, "@data"]
     for x, label in zip(series, labels):

@@ -64,15 +64,16 @@ class TSFile:
 
 def read_ts(path: str | Path) -> TSFile:
     """The sktime/aeon ``.ts`` format: ``@`` header lines (``@classLabel true a b c``,
-    ``@dimensions``, ``@missing`` …), then after ``@data`` one series per line, its channels
-    separated by ``:``, values by ``,``, ``?`` for a missing value, and the class label last."""
+    ``@dimensions``, ``@missing`` …; ``#`` or ``%`` begins a comment line), then after ``@data``
+    one series per line, its channels separated by ``:``, values by ``,``, ``?`` for a missing
+    value, and the class label last."""
     path = Path(path)
     labelled, classes, dimensions, series, labels = False, [], None, [], []
     in_data = False
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             line = line.strip()
-            if not line or line.startswith("#"):
+            if not line or line.startswith(("#", "%")):  # '%': ARFF's comments, kept by some of the archive's files
                 continue
             if not in_data:
                 words = line.split()
