@@ -256,8 +256,22 @@ def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = 
         OmegaConf.resolve(cfg)  # ${...} interpolations become values now, or a clear error
     except (OmegaConfBaseException, TypeError, ValueError, ArithmeticError) as error:
         raise ConfigError(_explain(cfg, error)) from None
+    _expand_home(cfg)
     validate(cfg)
     return cfg
+
+
+def _expand_home(node: Any) -> None:
+    """Every string value that begins with ``~/`` made a path in the home folder: the shell leaves
+    ``~`` after ``key=`` as it is, and YAML files never expand it."""
+    for key in list(node.keys()) if isinstance(node, DictConfig) else range(len(node)):
+        if OmegaConf.is_missing(node, key):
+            continue
+        value = node[key]
+        if isinstance(value, str) and value.startswith("~/"):
+            node[key] = os.path.expanduser(value)
+        elif OmegaConf.is_config(value):
+            _expand_home(value)
 
 
 def _pretrained_given(given: Mapping[str, Any], files: list[tuple[DictConfig, str]],

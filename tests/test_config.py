@@ -63,6 +63,16 @@ def test_a_config_file_refines_the_modality_defaults_and_the_command_line_wins(t
     assert load_config(["modality=text", f"config={path}"]).modality == "text"  # the command line wins here too
 
 
+def test_a_path_beginning_with_a_tilde_is_in_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "my.yaml"
+    path.write_text("run:\n  dir: ~/runs/a\n")
+    cfg = load_config(["data.name=image-folder", "data.root=~/photos", f"config={path}"])  # as the shell passes them
+    assert (cfg.data.root, cfg.run.dir) == (str(tmp_path / "photos"), str(tmp_path / "runs" / "a"))
+    cfg = load_config(["modality=timeseries", "data.name=array-file", "data.train=~/x.npy", "data.test=a~/b.npy"])
+    assert (cfg.data.train, cfg.data.test) == (str(tmp_path / "x.npy"), "a~/b.npy")
+
+
 def test_naming_another_encoder_starts_its_section_afresh(tmp_path):
     fcn = {"name": "fcn", "channels": [64, 128, 64], "pool": "meanmax"}
     assert dict(load_config(["modality=timeseries"]).encoder) == fcn
