@@ -1,5 +1,5 @@
-"""mmbyol: BYOL self-supervised learning for images, audio and text, with pluggable modalities
-and augmentations."""
+"""mmbyol: BYOL self-supervised learning for images, audio, text and time series, with pluggable
+modalities and augmentations."""
 
 from .augment import Augmentation, Choice, Compose, Float, Int, Interval, ViewPair, build_views
 from .byol import BYOL, SimCLR, Supervised

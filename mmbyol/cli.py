@@ -15,7 +15,7 @@ from .errors import MMBYOLError, Stopped
 
 log = logging.getLogger("mmbyol")
 
-USAGE = """mmbyol train [modality=image|audio|text] [config=FILE] [key=value ...]
+USAGE = """mmbyol train [modality=NAME] [config=FILE] [key=value ...]
                                                            train; prints the run directory
 mmbyol eval RUN_DIR [key=value ...]                        linear probe + kNN -> eval.json, one JSON line
 mmbyol views [modality=NAME] [out=FILE] [n=8] [key=value ...]
@@ -143,7 +143,7 @@ def cmd_export(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mmbyol",
-        description="BYOL self-supervised learning for images, audio and text.",
+        description="BYOL self-supervised learning for images, audio, text, time series and any data a plugin reads.",
         usage=USAGE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
