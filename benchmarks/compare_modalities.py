@@ -6,18 +6,22 @@
         --plugins mmbyol_cutout --augment cutout                      # what is my augmentation worth?
     python benchmarks/compare_modalities.py --profile full --parts table \\
         --methods byol untrained --out benchmarks/results/full-claim  # the paper's claim at full budget
+    python benchmarks/compare_modalities.py --modalities timeseries --parts augment \\
+        --augment magnitude_warp data.set=GunPoint                     # KEY=VALUE: every run's config
 
 Parts (``--parts``, all by default), for each modality (image: Fashion-MNIST, audio: spoken
-digits, text: WordNet glosses):
+digits, text: WordNet glosses, time series: JapaneseVowels, or what ``KEY=VALUE`` overrides
+choose; a plugin's modality with ``--plugins``):
 
     table       BYOL, the same encoder untrained, trained supervised (the upper bound), and the
                 InfoNCE objective with in-batch negatives, at the same budget; one row per method
                 (``--methods`` picks them), mean ± spread over the profile's seeds (spread: half
                 the range)
-    batch       BYOL and InfoNCE at batch sizes 32, 64, 128, 256, the same epochs, lr scaled
-                linearly (paper Fig. 3a)
-    augment     the default pair, the pair with each augmentation removed in turn, crop only, and
-                the pair plus each ``--augment`` (plugins included): accuracy delta (paper Fig. 3b)
+    batch       BYOL and InfoNCE at batch sizes 32, 64, 128, 256, the same epochs (the same steps
+                where the budget is in steps, as time series' is), lr scaled linearly (paper Fig. 3a)
+    augment     the default pair, the pair with each augmentation removed in turn, crop only (where
+                the pair has a crop), and the pair plus each ``--augment`` (plugins included):
+                accuracy delta (paper Fig. 3b)
     throughput  samples/s of the full training step (data, augmentation, BYOL step) and of the
                 bare encoder forward + backward on a prepared batch, and their ratio
 
@@ -45,18 +49,21 @@ import torch
 import yaml
 from throughput import batches, full_step_rate, timed, training_parts  # benchmarks/throughput.py, its neighbour
 
+from mmbyol.augment import augmentation_names
 from mmbyol.checkpoint import unwrap
 from mmbyol.config import load_config, to_container
 from mmbyol.data import prepare_views
 from mmbyol.errors import MMBYOLError
 from mmbyol.evaluate import evaluate
-from mmbyol.registry import AUGMENTATIONS, import_plugins
+from mmbyol.registry import MODALITIES, import_plugins
 from mmbyol.runtime import resolve_precision
 from mmbyol.train import train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("linear_acc", "linear_acc_10", "knn_acc")
 METRIC_NAMES = {"linear_acc": "linear", "linear_acc_10": "linear, 10 labels/class", "knn_acc": "kNN"}
+BUILT_IN = ("image", "audio", "text", "timeseries")  # compared by default
+# each pair's crop (a modality without one here: the generic crop_resize, if its pair has it)
 CROP = {"image": "random_resized_crop", "audio": "random_resize_crop", "text": "span_crop"}
 DATA = {"image": "Fashion-MNIST", "audio": "spoken digits (noisy, held-out accents)", "text": "WordNet glosses"}
 
@@ -83,6 +90,7 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "eval.test_limit=1000", "eval.label_draws=2"],
         "text": ["data.per_class=400", "trainer.epochs=2", "optim.warmup_epochs=0.2", "eval.test_limit=1000",
                  "eval.label_draws=2"],
+        "timeseries": [],  # its defaults: 2,000 steps, under half a minute on JapaneseVowels
         "table": {"text": ["data.per_class=2000", "trainer.epochs=1", "optim.warmup_epochs=0.1"]},
     },
     "smoke": {  # seconds: for the test suite, not for figures
@@ -102,6 +110,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "image": [],
         "audio": ["data.noise_per_view=false"],
         "text": [],
+        "timeseries": [],
     },
 }
 
@@ -137,8 +146,9 @@ def pipeline_variants(modality: str, cfg, extra: list[dict]) -> dict[str, dict[s
     variants = {"default": augment}
     for name in names:
         variants[f"-{name}"] = {v: [a for a in augment[v] if a["name"] != name] for v in ("view1", "view2")}
-    crop = CROP[modality]
-    variants["crop only"] = {v: [a for a in augment[v] if a["name"] == crop] for v in ("view1", "view2")}
+    crop = CROP.get(modality, "crop_resize")
+    if crop in names:
+        variants["crop only"] = {v: [a for a in augment[v] if a["name"] == crop] for v in ("view1", "view2")}
     for spec in extra:
         variants[f"+{spec['name']}"] = {v: [*augment[v], dict(spec)] for v in ("view1", "view2")}
     return variants
@@ -273,6 +283,15 @@ def wall(results: dict[str, Any]) -> str:
             f"run (`--resume`), not trained again")
 
 
+def data_name(modality: str, results: dict[str, Any]) -> str:
+    """The data a modality's runs trained on: the description of a built-in modality's default
+    data, else the data set's name from the runs' config."""
+    if modality in DATA and not any(o.startswith("data.") for o in results.get("overrides", [])):
+        return DATA[modality]
+    data = next((r["config"]["data"] for r in results["records"] if r["modality"] == modality), {})
+    return " ".join(str(data[k]) for k in ("name", "set", "train") if data.get(k)) or "its default data"
+
+
 def report(results: dict[str, Any]) -> str:
     records, profile = results["records"], results["profile"]
     seeds = PROFILES[profile]["seeds"]
@@ -378,7 +397,10 @@ def report(results: dict[str, Any]) -> str:
     lines += ["## Budgets", "",
               f"Every run of the {profile} profile adds these overrides to the modality's defaults:", ""]
     for modality in modalities:
-        lines.append(f"- {modality} ({DATA[modality]}): `{' '.join(PROFILES[profile][modality]) or '(none)'}`")
+        overrides = " ".join(PROFILES[profile].get(modality, []))
+        lines.append(f"- {modality} ({data_name(modality, results)}): `{overrides or '(none)'}`")
+    if results.get("overrides"):
+        lines += ["", f"and the command line's, to every run: `{' '.join(results['overrides'])}`"]
     if table and table_budget:
         lines += ["", "The modality table's runs of these modalities (ids ending in `/table`) add these overrides; "
                   "the other modalities' table runs are the sweeps' own:", ""]
@@ -411,7 +433,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
             ax.set_xscale("log", base=2)
             sizes = PROFILES[results["profile"]]["batch_sizes"]
             ax.set_xticks(sizes, [str(b) for b in sizes])
-            ax.set_title(f"{modality}: {DATA[modality]}", fontsize=9)
+            ax.set_title(f"{modality}: {data_name(modality, results)}", fontsize=9)
             ax.set_xlabel("batch size")
             ax.set_ylabel("accuracy (%)")
             ax.grid(alpha=0.3)
@@ -474,8 +496,8 @@ def parse_augment(text: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
-    parser.add_argument("--modalities", nargs="+", choices=("image", "audio", "text"),
-                        default=["image", "audio", "text"])
+    parser.add_argument("--modalities", nargs="+", default=list(BUILT_IN), metavar="NAME",
+                        help=f"{', '.join(BUILT_IN)} (the default), or a plugin's (with --plugins)")
     parser.add_argument("--parts", nargs="+", choices=("table", "batch", "augment", "throughput"),
                         default=["table", "batch", "augment", "throughput"])
     parser.add_argument("--methods", nargs="+", choices=TABLE_METHODS, default=list(TABLE_METHODS),
@@ -488,19 +510,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON, report and plots go")
     parser.add_argument("--resume", action="store_true", help="reuse the records already in --out's JSON")
     parser.add_argument("--throughput-steps", type=int, default=None)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides for every run, after the profile's (e.g. data.set=GunPoint)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.WARNING, format="mmbyol: %(message)s")
     import_plugins(args.plugins)
+    unknown = [m for m in args.modalities if m not in MODALITIES.names()]
+    if unknown:
+        raise SystemExit(f"--modalities {unknown[0]!r} is not a registered modality. Known: "
+                         f"{', '.join(MODALITIES.names())}. A plugin's modality needs --plugins MODULE.")
     profile = PROFILES[args.profile]
     plugins = [f"plugins={json.dumps(args.plugins)}"] if args.plugins else []
-    modality_overrides = {m: [*plugins, *profile[m]] for m in args.modalities}
+    modality_overrides = {m: [*plugins, *profile.get(m, []), *args.overrides] for m in args.modalities}
     extra: dict[str, list[dict]] = {}
     for text in args.augment:
         spec = parse_augment(text)
-        owners = [m for m, name, _ in AUGMENTATIONS.entries() if name == spec["name"] and m in args.modalities]
+        owners = [m for m in args.modalities if spec["name"] in augmentation_names(m)]  # generic ones too
         if not owners:
-            known = sorted({name for m, name, _ in AUGMENTATIONS.entries() if m in args.modalities})
+            known = sorted({name for m in args.modalities for name in augmentation_names(m)})
             raise SystemExit(f"--augment {spec['name']!r} is not a registered augmentation of "
                              f"{', '.join(args.modalities)}. "
                              f"Known: {', '.join(known)}. A plugin's augmentation needs --plugins MODULE.")
@@ -511,11 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     json_path = args.out / "compare_modalities.json"
     previous = {}
     if args.resume and json_path.exists():
-        previous = {r["key"]: r for r in json.loads(json_path.read_text())["records"] if "key" in r}
+        earlier = json.loads(json_path.read_text())
+        if earlier.get("overrides", []) != args.overrides:
+            raise SystemExit(f"--resume: the records in {json_path} were made with the overrides "
+                             f"{earlier.get('overrides', [])}, not {args.overrides}; give the same, or another --out.")
+        previous = {r["key"]: r for r in earlier["records"] if "key" in r}
     given = argv if argv is not None else sys.argv[1:]
     command = "python benchmarks/compare_modalities.py " + " ".join(shlex.quote(a) for a in given)
     results: dict[str, Any] = {"profile": args.profile, "command": command.strip(), "machine": machine(),
-                               "records": [], "throughput": []}
+                               "overrides": args.overrides, "records": [], "throughput": []}
     work = Path("runs") / f"compare-{args.profile}"
     started = time.perf_counter()
     jobs = plan(args.modalities, args.parts, {**profile, **modality_overrides}, extra,

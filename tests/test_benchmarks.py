@@ -89,6 +89,31 @@ def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, 
     assert f"minutes; {n} of its {n} records were reused from an earlier run (`--resume`)" in report
 
 
+def test_compare_takes_time_series_and_every_runs_overrides(tmp_path, monkeypatch):
+    from .modalities.test_timeseries import TS_TINY, two_shapes, write_ts
+
+    (tmp_path / "Tiny").mkdir()
+    for split, n, seed in (("TRAIN", 48, 0), ("TEST", 20, 1)):
+        series, labels = two_shapes(n, (20, 40), seed)
+        write_ts(tmp_path / "Tiny" / f"Tiny_{split}.ts", series, labels, ["a", "b"])
+    monkeypatch.chdir(tmp_path)
+    overrides = [o for o in TS_TINY if o != "modality=timeseries"] + [f"data.root={tmp_path}", "data.set=Tiny",
+                                                                       "trainer.monitor_every=0"]
+    assert compare.main(["--profile", "smoke", "--modalities", "timeseries", "--parts", "table", "augment",
+                         "--augment", "{name: magnitude_warp, p: 0.5}", "--out", str(tmp_path / "out"),
+                         *overrides]) == 0
+    results = json.loads((tmp_path / "out" / "compare_modalities.json").read_text())
+    assert {r["config"]["data"]["set"] for r in results["records"]} == {"Tiny"}
+    assert all(r["steps"] == 6 for r in results["records"] if r["method"] != "untrained")
+    variants = {r["variant"] for r in results["records"]}
+    assert {"default", "-crop_resize", "crop only", "+magnitude_warp"} <= variants  # a generic one, added by name
+    report = (tmp_path / "out" / "compare_modalities.md").read_text()
+    assert "timeseries (ucr Tiny)" in report and "data.set=Tiny" in report
+    with pytest.raises(SystemExit, match="made with the overrides"):  # records of other settings are not reused
+        compare.main(["--profile", "smoke", "--modalities", "timeseries", "--parts", "table", "--out",
+                      str(tmp_path / "out"), "--resume", *overrides[:-1]])
+
+
 @pytest.mark.slow
 def test_gpu_check_runs_on_cpu_in_its_smoke_mode_and_records_its_three_checks(tmp_path):
     import subprocess

@@ -1,6 +1,7 @@
 """The example plugin packages in examples/, installed as a user installs them."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -73,3 +74,14 @@ def test_a_fourth_modality_from_a_plugin_package_trains_evaluates_and_shows_its_
     assert any(name.startswith("view") and name.endswith((".rate", ".std")) for name in searched) or not any(
         searched[f"{view}.{name}"] for view in ("view1", "view2") for name in ("feature_mask", "gaussian_noise"))
     assert (where / "best.yaml").exists()
+
+    # the modality comparison takes it as it takes the built-in ones, its data given as overrides
+    out = tmp_path / "compare"
+    compared = subprocess.run([sys.executable, str(REPO / "benchmarks" / "compare_modalities.py"), "--profile", "smoke",
+                               "--modalities", "vectors", "--plugins", "mmbyol_vectors", "--parts", "augment",
+                               "--out", str(out), *data[1:], "trainer.max_steps=4", "device=cpu"],
+                              cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    records = json.loads((out / "compare_modalities.json").read_text())["records"]
+    assert {r["variant"] for r in records} == {"default", "-feature_mask", "-gaussian_noise"}  # no crop to keep
+    assert "vectors (csv" in (out / "compare_modalities.md").read_text()
