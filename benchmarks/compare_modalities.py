@@ -343,9 +343,12 @@ def report(results: dict[str, Any]) -> str:
         lines.append("")
     batch = in_part(records, "batch")
     if len({r["batch_size"] for r in batch}) > 1:
+        by_steps = sorted({r["modality"] for r in batch if r["config"]["trainer"].get("max_steps")})
+        budget = f" ({', '.join(by_steps)}: the same steps, the budget being in steps)" if by_steps else ""
         lines += ["## Batch-size robustness (paper Fig. 3a)", "",
-                  "Linear-probe accuracy (%, all labels / 10 labels per class), seed 0, the same epochs at every "
-                  "batch size, learning rate scaled linearly. Drop: from the largest batch to the smallest.", "",
+                  f"Linear-probe accuracy (%, all labels / 10 labels per class), seed 0, the same epochs at every "
+                  f"batch size{budget}, learning rate scaled linearly. Drop: from the largest batch to the smallest.",
+                  "",
                   "![batch size](batch_size.png)", "",
                   "| modality | method | " + " | ".join(f"batch {b}" for b in PROFILES[profile]["batch_sizes"])
                   + " | drop |",
