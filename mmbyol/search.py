@@ -301,6 +301,7 @@ def search(cfg: DictConfig) -> Path:
     names = candidates(cfg)
     study.set_user_attr("objective", key)
     study.set_user_attr("trial_steps", steps)
+    study.set_user_attr("slice", {"items": len(monitor.items), "queries": int(monitor.queries.sum())})
     final.set_user_attr("final_steps", last_steps)
     deadline = time.monotonic() + 60 * cfg.search.minutes if cfg.search.minutes else math.inf
     log.info("search %s/%s → %s: %d trials of %d steps (%s%s), %d candidate augmentations: %s",
@@ -402,7 +403,17 @@ def search(cfg: DictConfig) -> Path:
                  " (the configured pair)" if best.user_attrs.get("reference") else "", key.removeprefix("monitor_"),
                  best.value, f" in the final round, at {best.user_attrs['steps']} steps" if in_final else "",
                  _fmt(refs["untrained"]), _fmt(refs["configured"]), where / "best.yaml")
+        if below_untrained(best.value, refs, key):
+            log.warning("the recipe in best.yaml measured below the untrained encoder on the validation slice "
+                        "(%.4f against %.4f): with these candidates BYOL made the features worse for these labels. "
+                        "Search longer (search.trials), offer other augmentations, or weigh the result against "
+                        "`mmbyol eval RUN_DIR init=random`.", best.value, refs["untrained"])
     return where
+
+
+def below_untrained(value: float | None, refs: dict[str, Any], key: str) -> bool:
+    """Whether a kNN objective's value is below the untrained encoder's (RankMe is no accuracy)."""
+    return key == "monitor_knn" and None not in (value, refs["untrained"]) and value < refs["untrained"]
 
 
 def finalists(cfg: DictConfig, study) -> list:
@@ -597,6 +608,9 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
         except (ValueError, RuntimeError) as error:  # too few trials sharing parameters
             log.debug("no parameter importances yet: %s", error)
     report = {"objective": key, "trial_steps": study.user_attrs.get("trial_steps"), "references": refs,
+              "slice": study.user_attrs.get("slice"),
+              "best_value": best.value if best else None,
+              "below_untrained": below_untrained(best.value if best else None, refs, key),
               "best": best.user_attrs.get("of", best.number) if best else None, "importances": importances,
               "trials": ranked, "final_steps": final_steps, "final": finals}
     _atomic_write(where / "report.json", json.dumps(report, indent=1) + "\n")
@@ -620,9 +634,11 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
 def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
     what = report["objective"].removeprefix("monitor_")
     refs = report["references"]
+    where = report["slice"] or {"items": cfg.trainer.monitor_items}
+    queries = f", {where['queries']} of them queries of the kNN" if what == "knn" and "queries" in where else ""
     lines = [f"# mmbyol search: {cfg.modality} / {cfg.data.name}", "",
              f"Objective: {'kNN accuracy' if what == 'knn' else 'RankMe'} on the validation slice "
-             f"({cfg.trainer.monitor_items} training items; the test split is never read) after "
+             f"({where['items']} training items{queries}; the test split is never read) after "
              f"{report['trial_steps']} BYOL steps. Higher is better.", "",
              "| reference | value |", "|---|---|",
              f"| untrained encoder (step 0) | {_fmt(refs['untrained'])} |",
@@ -630,6 +646,11 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
     top = next((r for r in report["trials"] if r["state"] == "complete"), None)  # ranked: the best first
     if top is not None:
         lines.append(f"| best trial (trial {top['trial']}) | {_fmt(top['value'])} |")
+    if report.get("below_untrained"):
+        lines += ["", f"**The recipe in best.yaml (trial {report['best']}) measured below the untrained encoder** "
+                  f"({_fmt(report['best_value'])} against {_fmt(refs['untrained'])}): with these candidates BYOL "
+                  f"made the features worse for these labels. Search longer, offer other augmentations, or weigh "
+                  f"the result against `mmbyol eval RUN_DIR init=random`."]
     if report["final"]:
         lines += ["", f"## Final round: {report['final_steps']} steps each", "",
                   "Short trials can rank recipes otherwise than longer training does, so the best trials and the "

@@ -125,6 +125,27 @@ def test_best_yaml_takes_the_final_round_only_once_it_has_compared_the_configure
     assert chosen_trial(study, final).value == 0.7  # a round at another length is not compared with this one
 
 
+@pytest.mark.parametrize("best, below", [(0.60, True), (0.64, False), (0.70, False)])
+def test_the_report_says_when_the_recipe_found_measured_below_the_untrained_encoder(tmp_path, best, below):
+    cfg = load_config([])
+    recipe = configured_recipe(cfg)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("objective", "monitor_knn")
+    study.set_user_attr("trial_steps", 10)
+    study.set_user_attr("slice", {"items": 50, "queries": 25})
+    study.add_trial(optuna.trial.create_trial(value=0.52, intermediate_values={10: 0.52},
+                                              user_attrs={"recipe": recipe, "reference": "configured",
+                                                          "untrained": 0.64}))
+    study.add_trial(optuna.trial.create_trial(value=best, intermediate_values={10: best},
+                                              user_attrs={"recipe": recipe}))
+    search_module.write_report(study, cfg, tmp_path)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["best"] == 1 and report["below_untrained"] is below
+    text = (tmp_path / "report.md").read_text()
+    assert "50 training items, 25 of them queries of the kNN" in text
+    assert ("measured below the untrained encoder** (0.6000 against 0.6400)" in text) is below
+
+
 def test_a_finalist_queued_by_two_processes_at_once_trains_once(tmp_path):
     from mmbyol.search import final_round
 
