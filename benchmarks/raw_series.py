@@ -9,7 +9,7 @@ the training items' features):
 
 `raw` must equal `items`; `unresampled` is what resampling in the front end prevents.
 
-    python benchmarks/raw_series.py RUN_DIR     # a run of `ucr` or `array-file` with a .ts test file
+    python benchmarks/raw_series.py RUN_DIR     # a time-series run of `ucr`, or of `array-file` with data.test
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from mmbyol import load_encoder
 from mmbyol.data import build_dataset
 from mmbyol.evaluate import load_eval_config, probe_metrics
-from mmbyol.modalities.timeseries.data import read_ts, ucr_sets
+from mmbyol.modalities.timeseries.data import read_archive_file, read_array_file, split_file, ucr_sets
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -33,12 +33,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     cfg = load_eval_config(args.run_dir, [])
     if cfg.data.name == "ucr":
-        test_file = ucr_sets(cfg.data.root)[cfg.data.set] / f"{cfg.data.set}_TEST.ts"
-    elif cfg.data.name == "array-file" and str(cfg.data.test).endswith(".ts"):
-        test_file = Path(cfg.data.test).expanduser()
+        raw = read_archive_file(split_file(ucr_sets(cfg.data.root)[cfg.data.set], "test")).series
+    elif cfg.data.name == "array-file" and cfg.data.test:
+        raw = read_array_file(Path(cfg.data.test).expanduser(), None, cfg.data.label_column)[0]
     else:
-        raise SystemExit(f"{args.run_dir}: a run of ucr, or of array-file with a .ts test file, is needed")
-    raw = read_ts(test_file).series
+        raise SystemExit(f"{args.run_dir}: a time-series run of ucr, or of array-file with data.test, is needed")
     longest = max(s.shape[1] for s in raw)
     padded = torch.from_numpy(np.stack([np.pad(s, ((0, 0), (0, longest - s.shape[1])), constant_values=np.nan)
                                         for s in raw]).astype(np.float32))

@@ -125,6 +125,22 @@ def test_ucr_from_a_copy_of_the_archive_resamples_to_the_longest_training_series
     assert fixed[0][0].shape == (2, 64)
 
 
+def test_ucr_reads_the_2018_univariate_archives_tsv_files(tmp_path):
+    """NAME/NAME_TRAIN.tsv: the label first, then the values, tab-separated, shorter series padded
+    with NaN; the classes in numeric order."""
+    (tmp_path / "Tsv").mkdir()
+    for split, n in (("TRAIN", 12), ("TEST", 6)):
+        series, labels = two_shapes(n, (15, 25), seed=len(split), channels=1)
+        rows = [[("10" if label == "a" else "2"), *(f"{v:.4f}" for v in s[0]), *["NaN"] * (24 - s.shape[1])]
+                for s, label in zip(series, labels)]
+        (tmp_path / "Tsv" / f"Tsv_{split}.tsv").write_text("\n".join("\t".join(row) for row in rows) + "\n")
+    cfg = load_config(["modality=timeseries", f"data.root={tmp_path}", "data.set=Tsv"])
+    train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
+    assert (len(train), len(test), train.classes) == (12, 6, ["2", "10"])
+    assert [train[i][1] for i in range(4)] == [1, 0, 1, 0]  # series 0 is an "a", labelled 10
+    assert train.x.shape[1:] == (1, 24) and torch.isfinite(train.x).all()  # the NaN ends dropped, resampled
+
+
 def test_ucr_names_the_sets_it_has(ucr_root, tmp_path):
     cfg = load_config(["modality=timeseries", f"data.root={ucr_root}", "data.set=Tinny"])
     with pytest.raises(DataError, match="no set 'Tinny'.*Available: Tiny"):
@@ -164,6 +180,26 @@ def test_array_files_in_every_format(tmp_path):
     unlabelled = build_dataset(load_config(["modality=timeseries", "data.name=array-file",
                                             f"data.train={tmp_path / 'x.npy'}"]), "train")
     assert unlabelled.classes == [] and unlabelled[0][1] == -1
+
+
+def test_delimited_files_take_their_labels_by_header_or_position(tmp_path, caplog):
+    rows = [["3", "0.5", "1.5", "2.5"], ["1", "1.0", "", "3.0"], ["3", "0.0", "?", "NaN"]]
+    (tmp_path / "plain.tsv").write_text("\n".join("\t".join(r) for r in rows) + "\n")
+    (tmp_path / "named.csv").write_text("t0,t1,kind,t2\n" + "\n".join(",".join([r[1], r[2], r[0], r[3]])
+                                                                   for r in rows) + "\n")
+    base = ["modality=timeseries", "data.name=array-file", "data.length=3"]
+    for name, column in (("plain.tsv", "0"), ("named.csv", "kind"), ("named.csv", "2"), ("plain.tsv", "-4")):
+        dataset = build_dataset(load_config([*base, f"data.train={tmp_path / name}", f"data.label_column={column}"]),
+                                "train")
+        assert dataset.classes == ["1", "3"] and [dataset[i][1] for i in range(3)] == [1, 0, 1]
+        assert dataset[0][0].tolist() == [[0.5, 1.5, 2.5]] and dataset[1][0][0, 1].isnan()
+    with caplog.at_level("INFO"):  # a headerless file with the default column: every column a step, and said so
+        unlabelled = build_dataset(load_config([*base, f"data.train={tmp_path / 'plain.tsv'}", "data.length=4"]),
+                                   "train")
+    assert unlabelled.classes == [] and unlabelled[0][0].tolist() == [[3.0, 0.5, 1.5, 2.5]]
+    assert "no column header, so no labels" in caplog.text and "data.label_column=POSITION" in caplog.text
+    with pytest.raises(DataError, match="data.label_column=4, but the rows have 4 columns"):
+        build_dataset(load_config([*base, f"data.train={tmp_path / 'plain.tsv'}", "data.label_column=4"]), "train")
 
 
 def test_array_file_errors_say_what_to_do(tmp_path):

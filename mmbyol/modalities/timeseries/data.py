@@ -44,7 +44,8 @@ class TimeSeriesDataConfig(DataConfig):
     test: str | None = None
     train_labels: str | None = None
     test_labels: str | None = None
-    label_column: str = "label"  # array-file .csv: the header's label column; the others are the steps
+    # array-file .csv/.tsv: the labels' column, by the header's name or by position (0: the first); the rest are steps
+    label_column: str | int = "label"
     length: int | None = None  # every series resampled to this many steps; null: the training split's longest
 
 
@@ -225,52 +226,60 @@ def packaged_ucr_folders() -> list[Path]:
 
 
 def ucr_sets(root: str | None = None) -> dict[str, Path]:
-    """Set name → its folder (``NAME/NAME_TRAIN.ts`` and ``NAME_TEST.ts``): under ``root``, or in
-    the installed packages."""
+    """Set name → its training file, ``NAME/NAME_TRAIN.ts`` (or ``.tsv``, as the 2018 univariate
+    archive has them) beside ``NAME_TEST`` of the same kind: under ``root``, or in the installed
+    packages. Where a set has both, the ``.ts`` files."""
     folders = [Path(root).expanduser()] if root else packaged_ucr_folders()
     found: dict[str, Path] = {}
     for folder in folders:
-        for train in sorted(folder.glob("*/*_TRAIN.ts")):
-            name = train.name[: -len("_TRAIN.ts")]
-            if train.parent.name == name and (train.parent / f"{name}_TEST.ts").is_file():
-                found.setdefault(name, train.parent)
-    return found
+        for suffix in (".ts", ".tsv"):
+            for train in sorted(folder.glob(f"*/*_TRAIN{suffix}")):
+                name = train.name[: -len(f"_TRAIN{suffix}")]
+                if train.parent.name == name and split_file(train, "test").is_file():
+                    found.setdefault(name, train)
+    return dict(sorted(found.items()))
+
+
+def split_file(train: Path, split: str) -> Path:
+    """The file of ``split`` beside an archive set's training file."""
+    return train.with_name(train.name.replace("_TRAIN.", f"_{split.upper()}."))
 
 
 @lru_cache(maxsize=16)
 def _read_cached(path: str, mtime: float) -> TSFile:
-    return read_ts(path)
+    return read_archive_file(Path(path))
 
 
-def read_ts_cached(path: Path) -> TSFile:
+def read_archive_cached(path: Path) -> TSFile:
     return _read_cached(str(path), path.stat().st_mtime)
 
 
 @register_dataset("timeseries", "ucr")
 def ucr(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
     """A UCR/UEA classification set by name (``data.set``): from ``data.root`` (a copy of the
-    archive, ``ROOT/NAME/NAME_TRAIN.ts``) or from an installed package that ships it (aeon, sktime:
-    ``pip install aeon``). Train and test are the archive's own split."""
+    archive, ``ROOT/NAME/NAME_TRAIN.ts``, or ``.tsv`` as in the 2018 univariate archive) or from an
+    installed package that ships it (aeon, sktime: ``pip install aeon``). Train and test are the
+    archive's own split."""
     sets = ucr_sets(cfg.root)
     where = f"data.root={cfg.root}" if cfg.root else f"the installed packages ({', '.join(UCR_PACKAGES)})"
     if not sets:
         raise DataError(f"No UCR/UEA sets found in {where}. Install a package that ships some "
                         f"(`pip install aeon`, or `pip install 'mmbyol[timeseries]'`), or point data.root at a copy "
-                        f"of the archive (ROOT/NAME/NAME_TRAIN.ts, ROOT/NAME/NAME_TEST.ts).")
+                        f"of the archive (ROOT/NAME/NAME_TRAIN.ts and NAME_TEST.ts, or .tsv).")
     if cfg.set not in sets:
         what = "needs data.set=NAME" if cfg.set is None else f"has no set {cfg.set!r} in {where}"
         raise DataError(f"ucr {what}. Available: {', '.join(sets)}.")
-    folder = sets[cfg.set]
-    train = read_ts_cached(folder / f"{cfg.set}_TRAIN.ts")
-    data = train if split == "train" else read_ts_cached(folder / f"{cfg.set}_{split.upper()}.ts")
+    path = sets[cfg.set]
+    train = read_archive_cached(path)
+    data = train if split == "train" else read_archive_cached(split_file(path, split))
     return build((train.series, train.labels), (data.series, data.labels), train.classes, cfg, split,
-                 str(folder / f"{cfg.set}_{split.upper()}.ts"))
+                 str(split_file(path, split)))
 
 
 # ------------------------------------------------------------------------------ array-file
 
 
-ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".csv", ".ts")
+ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".csv", ".tsv", ".ts")
 X_KEYS, Y_KEYS = ("x", "X", "data", "series"), ("y", "Y", "label", "labels", "target")
 
 
@@ -319,7 +328,7 @@ def _load_numpy(path: Path):
 
 
 def read_array_file(path: Path, labels_path: Path | None,
-                    label_column: str) -> tuple[list[np.ndarray], list[str] | None]:
+                    label_column: str | int) -> tuple[list[np.ndarray], list[str] | None]:
     """Series and labels (``None`` when unlabelled) from one of the ``array-file`` formats."""
     if not path.is_file():
         raise DataError(f"{path} does not exist.")
@@ -354,8 +363,8 @@ def read_array_file(path: Path, labels_path: Path | None,
             raise DataError(f"{path}: expected a tensor, (x, y), or a dict with x and y.")
         series = _as_series(x.float().numpy(), path)
         labels = None if y is None else [str(v) for v in torch.as_tensor(y).reshape(-1).tolist()]
-    elif suffix == ".csv":
-        series, labels = _read_csv(path, label_column)
+    elif suffix in (".csv", ".tsv"):
+        series, labels = read_delimited(path, label_column)
     else:
         raise DataError(f"{path}: array-file reads {', '.join(ARRAY_SUFFIXES)}; convert the data to one of them.")
     if labels_path is not None:
@@ -365,22 +374,35 @@ def read_array_file(path: Path, labels_path: Path | None,
     return series, labels
 
 
-def _read_csv(path: Path, label_column: str) -> tuple[list[np.ndarray], list[str] | None]:
-    """One univariate series per row; a header row, when the first row is not all numbers, may
-    name a label column."""
+def read_delimited(path: Path, label_column: str | int) -> tuple[list[np.ndarray], list[str] | None]:
+    """One univariate series per row of a ``.csv`` (commas) or ``.tsv`` (tabs) file. When the first
+    row is not all numbers it is a header, which may name the label column; ``label_column`` as a
+    number is the column's position either way (0: the first, as the UCR archive's ``.tsv`` files
+    hold their labels). Empty cells, ``?`` and ``NaN`` are missing values."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     with path.open(newline="", encoding="utf-8") as file:
-        rows = [row for row in csv.reader(file) if row]
+        rows = [row for row in csv.reader(file, delimiter=delimiter) if row]
     if not rows:
         return [], None
-    label_at = None
+    header = None
     try:
-        [float(v) for v in rows[0]]
+        [float(v) for v in rows[0] if v.strip() not in ("", "?")]
     except ValueError:
         header, rows = rows[0], rows[1:]
-        label_at = header.index(label_column) if label_column in header else None
-    labels = [row[label_at] for row in rows] if label_at is not None else None
+    if isinstance(label_column, int):
+        width = len(header or (rows[0] if rows else []))
+        if not -width <= label_column < width:
+            raise DataError(f"{path}: data.label_column={label_column}, but the rows have {width} columns.")
+        label_at = label_column % width
+    else:
+        label_at = header.index(label_column) if header and label_column in header else None
+        if label_at is None:
+            log.info("%s: no column %s, so no labels: every column is a step. Labels in a column without a "
+                     "header: data.label_column=POSITION (0 for the first, as the UCR archive's .tsv files).",
+                     path, "named " + repr(label_column) if header else "header")
+    labels = [row[label_at].strip() if label_at < len(row) else "" for row in rows] if label_at is not None else None
     series = []
-    for number, row in enumerate(rows, 2 if label_at is not None else 1):
+    for number, row in enumerate(rows, 2 if header else 1):
         values = [v for i, v in enumerate(row) if i != label_at]
         try:
             series.append(np.array([float(v) if v.strip() not in ("", "?") else np.nan for v in values],
@@ -388,6 +410,15 @@ def _read_csv(path: Path, label_column: str) -> tuple[list[np.ndarray], list[str
         except ValueError as error:
             raise DataError(f"{path}:{number}: a value is not a number ({error}).") from error
     return series, labels
+
+
+def read_archive_file(path: Path) -> TSFile:
+    """A split of an archive set: the ``.ts`` format, or the 2018 univariate archive's ``.tsv``
+    (the label first, then the values; shorter series padded with NaN)."""
+    if path.suffix.lower() == ".tsv":
+        series, labels = read_delimited(path, 0)
+        return TSFile(series, labels, [])
+    return read_ts(path)
 
 
 @register_dataset("timeseries", "array-file")
