@@ -200,6 +200,9 @@ def test_delimited_files_take_their_labels_by_header_or_position(tmp_path, caplo
     assert "no column header, so no labels" in caplog.text and "data.label_column=POSITION" in caplog.text
     with pytest.raises(DataError, match="data.label_column=4, but the rows have 4 columns"):
         build_dataset(load_config([*base, f"data.train={tmp_path / 'plain.tsv'}", "data.label_column=4"]), "train")
+    (tmp_path / "gap.tsv").write_text("3\t0.5\t1.5\n\t1.0\t2.0\n")
+    with pytest.raises(DataError, match="gap.tsv:2: no label in column 0"):
+        build_dataset(load_config([*base, f"data.train={tmp_path / 'gap.tsv'}", "data.label_column=0"]), "train")
 
 
 def test_array_file_errors_say_what_to_do(tmp_path):

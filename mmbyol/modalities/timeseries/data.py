@@ -400,9 +400,13 @@ def read_delimited(path: Path, label_column: str | int) -> tuple[list[np.ndarray
             log.info("%s: no column %s, so no labels: every column is a step. Labels in a column without a "
                      "header: data.label_column=POSITION (0 for the first, as the UCR archive's .tsv files).",
                      path, "named " + repr(label_column) if header else "header")
-    labels = [row[label_at].strip() if label_at < len(row) else "" for row in rows] if label_at is not None else None
+    labels = [] if label_at is not None else None
     series = []
     for number, row in enumerate(rows, 2 if header else 1):
+        if labels is not None:
+            if label_at >= len(row) or not row[label_at].strip():
+                raise DataError(f"{path}:{number}: no label in column {label_at} (counting from 0).")
+            labels.append(row[label_at].strip())
         values = [v for i, v in enumerate(row) if i != label_at]
         try:
             series.append(np.array([float(v) if v.strip() not in ("", "?") else np.nan for v in values],
