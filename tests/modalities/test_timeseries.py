@@ -200,6 +200,9 @@ def test_delimited_files_take_their_labels_by_header_or_position(tmp_path, caplo
     assert "no column header, so no labels" in caplog.text and "data.label_column=POSITION" in caplog.text
     with pytest.raises(DataError, match="data.label_column=4, but the rows have 4 columns"):
         build_dataset(load_config([*base, f"data.train={tmp_path / 'plain.tsv'}", "data.label_column=4"]), "train")
+    (tmp_path / "names.csv").write_text("b,0.5,1.5\na,1.0,2.0\n")  # labels as names, no header: no row lost
+    named = build_dataset(load_config([*base, f"data.train={tmp_path / 'names.csv'}", "data.label_column=0"]), "train")
+    assert named.classes == ["a", "b"] and len(named) == 2 and named[0][1] == 1
     (tmp_path / "gap.tsv").write_text("3\t0.5\t1.5\n\t1.0\t2.0\n")
     with pytest.raises(DataError, match="gap.tsv:2: no label in column 0"):
         build_dataset(load_config([*base, f"data.train={tmp_path / 'gap.tsv'}", "data.label_column=0"]), "train")

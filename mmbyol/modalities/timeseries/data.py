@@ -384,17 +384,18 @@ def read_delimited(path: Path, label_column: str | int) -> tuple[list[np.ndarray
         rows = [row for row in csv.reader(file, delimiter=delimiter) if row]
     if not rows:
         return [], None
-    header = None
-    try:
-        [float(v) for v in rows[0] if v.strip() not in ("", "?")]
-    except ValueError:
-        header, rows = rows[0], rows[1:]
     if isinstance(label_column, int):
-        width = len(header or (rows[0] if rows else []))
+        width = len(rows[0])
         if not -width <= label_column < width:
             raise DataError(f"{path}: data.label_column={label_column}, but the rows have {width} columns.")
         label_at = label_column % width
-    else:
+    header = None
+    try:  # the labels aside, a first row that is not all numbers is a header
+        [float(v) for i, v in enumerate(rows[0]) if v.strip() not in ("", "?") and
+         not (isinstance(label_column, int) and i == label_at)]
+    except ValueError:
+        header, rows = rows[0], rows[1:]
+    if not isinstance(label_column, int):
         label_at = header.index(label_column) if header and label_column in header else None
         if label_at is None:
             log.info("%s: no column %s, so no labels: every column is a step. Labels in a column without a "
