@@ -147,6 +147,11 @@ def test_ucr_names_the_sets_it_has(ucr_root, tmp_path):
         build_dataset(cfg, "train")
     with pytest.raises(DataError, match="No UCR/UEA sets found.*pip install aeon"):
         build_dataset(load_config(["modality=timeseries", f"data.root={tmp_path}"]), "train")
+    (tmp_path / "Reg").mkdir()  # a regression set is named apart, as one it cannot read
+    for split in ("TRAIN", "TEST"):
+        (tmp_path / "Reg" / f"Reg_{split}.ts").write_text("@problemName Reg\n@targetLabel true\n@data\n1,2,3:0.5\n")
+    with pytest.raises(DataError, match=r"Available: none \(regression sets, which it cannot read: Reg\)\."):
+        build_dataset(load_config(["modality=timeseries", f"data.root={tmp_path}", "data.set=Tinny"]), "train")
 
 
 @pytest.mark.skipif(not packaged_ucr_folders(), reason="no package with UCR/UEA sets installed (pip install aeon)")

@@ -245,6 +245,20 @@ def split_file(train: Path, split: str) -> Path:
     return train.with_name(train.name.replace("_TRAIN.", f"_{split.upper()}."))
 
 
+def _holds_a_regression_target(path: Path) -> bool:
+    """Whether a ``.ts`` file's header declares ``@targetLabel true`` (read up to ``@data`` only)."""
+    if path.suffix.lower() != ".ts":
+        return False
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            words = line.lower().split()
+            if words[:1] == ["@data"]:
+                return False
+            if words[:2] == ["@targetlabel", "true"]:
+                return True
+    return False
+
+
 @lru_cache(maxsize=16)
 def _read_cached(path: str, mtime: float) -> TSFile:
     return read_archive_file(Path(path))
@@ -268,7 +282,10 @@ def ucr(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
                         f"of the archive (ROOT/NAME/NAME_TRAIN.ts and NAME_TEST.ts, or .tsv).")
     if cfg.set not in sets:
         what = "needs data.set=NAME" if cfg.set is None else f"has no set {cfg.set!r} in {where}"
-        raise DataError(f"ucr {what}. Available: {', '.join(sets)}.")
+        regression = [name for name, path in sets.items() if _holds_a_regression_target(path)]
+        also = f" (regression sets, which it cannot read: {', '.join(regression)})" if regression else ""
+        readable = ", ".join(n for n in sets if n not in regression) or "none"
+        raise DataError(f"ucr {what}. Available: {readable}{also}.")
     path = sets[cfg.set]
     train = read_archive_cached(path)
     data = train if split == "train" else read_archive_cached(split_file(path, split))
