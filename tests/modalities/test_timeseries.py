@@ -58,6 +58,8 @@ def test_read_ts_reads_channels_labels_variable_lengths_and_missing_values(tmp_p
     x = [np.array([[1.0, 2.0, 3.0], [4.0, float("nan"), 6.0]]), np.array([[7.0, 8.0], [9.0, 10.0]])]
     write_ts(tmp_path / "a.ts", x, ["2", "10"], ["2", "10"])
     ts = read_ts(tmp_path / "a.ts")
+    (tmp_path / "bom.ts").write_text((tmp_path / "a.ts").read_text(), encoding="utf-8-sig")  # as some editors save
+    assert read_ts(tmp_path / "bom.ts").labels == ts.labels
     assert ts.classes == ["2", "10"] and ts.labels == ["2", "10"]
     assert ts.series[0].shape == (2, 3) and np.isnan(ts.series[0][1, 1]) and ts.series[1].shape == (2, 2)
     assert ts.series[1].tolist() == [[7.0, 8.0], [9.0, 10.0]]
@@ -205,6 +207,8 @@ def test_delimited_files_take_their_labels_by_header_or_position(tmp_path, caplo
     assert "no column header, so no labels" in caplog.text and "data.label_column=POSITION" in caplog.text
     with pytest.raises(DataError, match="data.label_column=4, but the rows have 4 columns"):
         build_dataset(load_config([*base, f"data.train={tmp_path / 'plain.tsv'}", "data.label_column=4"]), "train")
+    (tmp_path / "excel.csv").write_text("label,t0,t1\nb,0.5,1.5\na,1.0,2.0\n", encoding="utf-8-sig")  # a BOM first
+    assert build_dataset(load_config([*base, f"data.train={tmp_path / 'excel.csv'}"]), "train").classes == ["a", "b"]
     (tmp_path / "names.csv").write_text("b,0.5,1.5\na,1.0,2.0\n")  # labels as names, no header: no row lost
     named = build_dataset(load_config([*base, f"data.train={tmp_path / 'names.csv'}", "data.label_column=0"]), "train")
     assert named.classes == ["a", "b"] and len(named) == 2 and named[0][1] == 1

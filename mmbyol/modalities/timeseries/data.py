@@ -71,7 +71,7 @@ def read_ts(path: str | Path) -> TSFile:
     path = Path(path)
     labelled, classes, dimensions, series, labels = False, [], None, [], []
     in_data = False
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8-sig") as lines:
         for number, line in enumerate(lines, 1):
             line = line.strip()
             if not line or line.startswith(("#", "%")):  # '%': ARFF's comments, kept by some of the archive's files
@@ -249,7 +249,7 @@ def _holds_a_regression_target(path: Path) -> bool:
     """Whether a ``.ts`` file's header declares ``@targetLabel true`` (read up to ``@data`` only)."""
     if path.suffix.lower() != ".ts":
         return False
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    with path.open(encoding="utf-8-sig", errors="replace") as lines:
         for line in lines:
             words = line.lower().split()
             if words[:1] == ["@data"]:
@@ -322,7 +322,7 @@ def read_labels(path: Path) -> list[str]:
         raise DataError(f"Label file {path} does not exist.")
     if path.suffix == ".npy":
         return [str(v) for v in _load_numpy(path).reshape(-1).tolist()]
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 def _load_numpy(path: Path):
@@ -397,7 +397,7 @@ def read_delimited(path: Path, label_column: str | int) -> tuple[list[np.ndarray
     number is the column's position either way (0: the first, as the UCR archive's ``.tsv`` files
     hold their labels). Empty cells, ``?`` and ``NaN`` are missing values."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    with path.open(newline="", encoding="utf-8") as file:
+    with path.open(newline="", encoding="utf-8-sig") as file:
         rows = [row for row in csv.reader(file, delimiter=delimiter) if row]
     if not rows:
         return [], None
