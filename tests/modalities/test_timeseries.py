@@ -189,6 +189,22 @@ def test_array_files_in_every_format(tmp_path):
     assert unlabelled.classes == [] and unlabelled[0][1] == -1
 
 
+def test_a_pt_file_may_hold_series_of_different_lengths_as_a_list(tmp_path):
+    series, labels = two_shapes(8, (20, 40), seed=0, channels=2)
+    torch.save({"x": [torch.from_numpy(s).float() for s in series], "y": labels}, tmp_path / "ragged.pt")
+    torch.save([torch.from_numpy(s[0]).float() for s in series], tmp_path / "univariate.pt")
+    base = ["modality=timeseries", "data.name=array-file"]
+    ragged = build_dataset(load_config([*base, f"data.train={tmp_path / 'ragged.pt'}"]), "train")
+    longest = max(s.shape[1] for s in series)
+    assert ragged.classes == ["a", "b"] and [ragged[i][1] for i in range(4)] == [0, 1, 0, 1]
+    assert ragged.x.shape == (8, 2, longest) and torch.isfinite(ragged.x).all()
+    plain = build_dataset(load_config([*base, f"data.train={tmp_path / 'univariate.pt'}"]), "train")
+    assert plain.x.shape == (8, 1, longest) and plain.classes == []
+    torch.save({"x": "series"}, tmp_path / "text.pt")
+    with pytest.raises(DataError, match=r"a list of .\[channels,\] steps. tensors"):
+        build_dataset(load_config([*base, f"data.train={tmp_path / 'text.pt'}"]), "train")
+
+
 def test_delimited_files_take_their_labels_by_header_or_position(tmp_path, caplog):
     rows = [["3", "0.5", "1.5", "2.5"], ["1", "1.0", "", "3.0"], ["3", "0.0", "?", "NaN"]]
     (tmp_path / "plain.tsv").write_text("\n".join("\t".join(r) for r in rows) + "\n")

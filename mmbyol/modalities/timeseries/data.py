@@ -313,6 +313,17 @@ def _as_series(array, path: Path) -> list[np.ndarray]:
     return list(array)
 
 
+def _tensor_series(x, path: Path) -> list[np.ndarray]:
+    """A ``.pt`` file's series: one tensor ``(items, [channels,] steps)``, or a list of tensors
+    ``([channels,] steps)``, one per series, of any lengths."""
+    if isinstance(x, torch.Tensor):
+        return _as_series(x.float().numpy(), path)
+    if isinstance(x, (tuple, list)) and x and all(isinstance(t, torch.Tensor) and t.dim() in (1, 2) for t in x):
+        return [(t if t.dim() == 2 else t[None]).float().numpy() for t in x]
+    raise DataError(f"{path}: expected a tensor (items, [channels,] steps), a list of ([channels,] steps) tensors, "
+                    f"(x, y), or a dict with x and y.")
+
+
 def _pick(mapping, keys: tuple[str, ...]):
     return next((mapping[k] for k in keys if k in mapping), None)
 
@@ -372,14 +383,15 @@ def read_array_file(path: Path, labels_path: Path | None,
                             f"{first}). Save tensors: torch.save({{'x': x, 'y': y}}, path).") from error
         if isinstance(loaded, dict):
             x, y = _pick(loaded, X_KEYS), _pick(loaded, Y_KEYS)
-        elif isinstance(loaded, (tuple, list)):
-            x, y = loaded[0], loaded[1] if len(loaded) > 1 else None
+        elif isinstance(loaded, (tuple, list)) and len(loaded) == 2 and (
+                isinstance(loaded[0], (tuple, list)) or getattr(loaded[0], "ndim", 0) >= 2):
+            x, y = loaded  # (x, y)
         else:
-            x, y = loaded, None
-        if not isinstance(x, torch.Tensor):
-            raise DataError(f"{path}: expected a tensor, (x, y), or a dict with x and y.")
-        series = _as_series(x.float().numpy(), path)
-        labels = None if y is None else [str(v) for v in torch.as_tensor(y).reshape(-1).tolist()]
+            x, y = loaded, None  # a tensor, or a list of series
+        series = _tensor_series(x, path)
+        if isinstance(y, torch.Tensor):
+            y = y.reshape(-1).tolist()
+        labels = None if y is None else [str(v) for v in y]
     elif suffix in (".csv", ".tsv"):
         series, labels = read_delimited(path, label_column)
     else:
