@@ -193,7 +193,8 @@ def few_labels(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
         members = (labels == label).nonzero().squeeze(1)
         if len(members) < per_class:
             raise DataError(f"Class {int(label)} has only {len(members)} training examples, fewer than "
-                            f"eval.labels_per_class={per_class}.")
+                            f"eval.labels_per_class={per_class}. Set eval.labels_per_class={len(members)} or "
+                            f"less, or leave it unset for the probe with all labels and kNN alone.")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.cat(chosen)
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmbyol.data import evenly_spaced
-from mmbyol.errors import ConfigError
+from mmbyol.errors import ConfigError, DataError
 from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, knn_neighbours, linear_probe
 
 
@@ -81,6 +81,8 @@ def test_few_labels_is_balanced_and_deterministic():
     assert torch.equal(chosen, few_labels(y, 3, seed=0))
     assert torch.bincount(y[chosen]).tolist() == [3] * 5
     assert not torch.equal(chosen, few_labels(y, 3, seed=1))
+    with pytest.raises(DataError, match="Class 1 has only 2 training examples.*eval.labels_per_class=2 or less"):
+        few_labels(torch.tensor([0, 0, 0, 1, 1]), 3, seed=0)
 
 
 def test_few_label_probes_are_one_probe_per_draw_of_the_labels():
