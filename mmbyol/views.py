@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .augment import build_views
 from .config import to_container
 from .data import build_dataset, collate_items, prepare_views
+from .errors import ConfigError
 from .modalities.base import get_modality
 from .runtime import resolve_device
 
@@ -44,7 +45,13 @@ def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
     with torch.no_grad():
         view1, view2 = views(*trained, generator)
     out = Path(out or modality.views_file)
-    modality.render_views(evaluated[0], view1, view2, out, dataset.info)
+    try:
+        modality.render_views(evaluated[0], view1, view2, out, dataset.info)
+    except ValueError as error:  # Pillow's and matplotlib's word for a file type they cannot write
+        if out.suffix and out.suffix.lstrip(".").lower() in str(error).lower():
+            raise ConfigError(f"out={out}: {cfg.modality} views are written as {Path(modality.views_file).suffix} "
+                              f"files (or another type the writer knows), not {out.suffix} ({error}).") from None
+        raise
     return out
 
 

@@ -336,3 +336,5 @@ def test_train_eval_and_views_through_the_cli(ucr_root, tmp_path):
 
     with Image.open(out) as image:
         assert image.width > 400 and image.height > 300
+    refused = run_cli("views", "modality=timeseries", *data, "n=4", f"out={tmp_path / 'views.txt'}", check=False)
+    assert refused.returncode == 2 and "written as .png files" in refused.stderr and "Traceback" not in refused.stderr
