@@ -49,6 +49,8 @@ def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu", raw_in
     from waveforms, with the run's front end and normalization).
     Its ``metadata`` holds what the export recorded (modality, encoder config, data info, step)."""
     path = Path(run_dir) / "encoder.safetensors"
+    if not Path(run_dir).is_dir():
+        raise CheckpointError(f"{run_dir} is not a folder: pass the run directory `mmbyol train` printed.")
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: the run has not finished. Finish it with "
                               f"`mmbyol train run.dir={run_dir} resume=auto`.")

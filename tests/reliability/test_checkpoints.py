@@ -77,3 +77,13 @@ def test_a_file_that_is_no_checkpoint_at_all_is_refused(tmp_path, tally):
     tally["bad inputs tried"] += 1
     with pytest.raises(CheckpointError, match="not an mmbyol checkpoint"):
         load_checkpoint(path)
+
+
+def test_an_encoder_is_looked_for_only_in_a_run_directory(tmp_path, tally):
+    from mmbyol import load_encoder
+
+    tally["bad inputs tried"] += 2
+    with pytest.raises(CheckpointError, match="is not a folder: pass the run directory"):
+        load_encoder(tmp_path / "no-such-run")
+    with pytest.raises(CheckpointError, match="the run has not finished.*resume=auto"):
+        load_encoder(tmp_path)  # a folder without the exported encoder
