@@ -20,7 +20,7 @@ USAGE = """mmbyol train [modality=NAME] [config=FILE] [key=value ...]
 mmbyol eval RUN_DIR [key=value ...]                        linear probe + kNN -> eval.json, one JSON line
 mmbyol views [modality=NAME] [out=FILE] [n=8] [key=value ...]
                                                            augmented view pairs (a picture; text: decoded)
-mmbyol list                                                registered modalities, encoders, augmentations, data sets
+mmbyol list [plugins=[MODULE]]                             registered modalities, encoders, augmentations, data sets
 mmbyol config [modality=NAME] [key=value ...]              the resolved config as YAML
 mmbyol data prepare NAME [key=value ...]                   build or check a local data set
 mmbyol search [modality=NAME] [key=value ...]              find a view pair for the data -> best.yaml + report
@@ -71,8 +71,11 @@ def cmd_views(args) -> None:
 
 def cmd_list(args) -> None:
     from .augment import generic_names
-    from .config import preset_names
+    from .config import load_config, preset_names
     from .registry import AUGMENTATIONS, DATASETS, ENCODERS, GENERIC, MODALITIES
+
+    if args.overrides:  # plugins=[...]: a config's plugin modules, imported as training would
+        load_config(args.overrides)
 
     for _, name, origin in MODALITIES.entries():
         modality = MODALITIES.get("", name)
@@ -160,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.set_defaults(run=cmd_views)
     p = commands.add_parser("list", help="list registered modalities, encoders, augmentations, data sets")
+    p.add_argument("overrides", nargs="*", metavar="plugins=[MODULE]")
     p.set_defaults(run=cmd_list)
     p = commands.add_parser("config", help="print the resolved config as YAML")
     p.add_argument("overrides", nargs="*", metavar="key=value")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
@@ -121,7 +123,7 @@ def import_plugins(modules: list[str] | tuple[str, ...], origin: str | None = No
     for module in modules:
         previous, _current_origin = _current_origin, origin or module
         try:
-            importlib.import_module(module)
+            _import_here_too(module)
         except NameTaken as error:
             if origin == "mmbyol":  # a plugin imported by hand before the built-ins took their name
                 raise ConfigError(f"{module!r} cannot register its names: {error}. Rename that plugin's.") from error
@@ -130,10 +132,30 @@ def import_plugins(modules: list[str] | tuple[str, ...], origin: str | None = No
         except (ImportError, ValueError, TypeError) as error:  # ValueError, TypeError: "" or ".x"
             raise ConfigError(
                 f"Cannot import plugin module {module!r} ({error}). Install the package that "
-                f"provides it into this environment, or remove it from `plugins`."
+                f"provides it into this environment, run from the folder that holds it, or remove it "
+                f"from `plugins`."
             ) from error
         finally:
             _current_origin = previous
+
+
+def _import_here_too(module: str) -> None:
+    """``import module``; one found nowhere else is looked for in the working directory too, as
+    ``python -m mmbyol`` would find it (the ``mmbyol`` command's path does not hold it). Looked
+    for last, so it never shadows an installed module."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        here = str(Path.cwd())
+        if error.name != module.split(".")[0] or here in sys.path or not _beside(Path(here), module):
+            raise
+        sys.path.append(here)
+        importlib.import_module(module)
+
+
+def _beside(folder: Path, module: str) -> bool:
+    top = module.split(".")[0]
+    return (folder / f"{top}.py").is_file() or (folder / top).is_dir()
 
 
 def load_plugins() -> None:

@@ -1,5 +1,8 @@
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +15,7 @@ from mmbyol.modalities.base import build_encoder
 from mmbyol.modalities.timeseries import SeriesFrontEnd, prepare_series
 from mmbyol.modalities.timeseries.data import packaged_ucr_folders, read_ts, resample
 
-from ..conftest import run_cli
+from ..conftest import REPO, run_cli
 
 TS_TINY = ["modality=timeseries", "data.batch_size=16", "trainer.max_steps=6", "trainer.progress=false",
            "trainer.log_every=2", "model.hidden_dim=64", "model.projection_dim=32", "device=cpu",
@@ -338,3 +341,28 @@ def test_train_eval_and_views_through_the_cli(ucr_root, tmp_path):
         assert image.width > 400 and image.height > 300
     refused = run_cli("views", "modality=timeseries", *data, "n=4", f"out={tmp_path / 'views.txt'}", check=False)
     assert refused.returncode == 2 and "written as .png files" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_the_docs_own_augmentation_works_from_its_folder_with_the_mmbyol_command(ucr_root, tmp_path):
+    """docs/timeseries.md's example, saved as the docs say, used by the installed ``mmbyol``
+    command (whose path, unlike ``python -m``'s, lacks the working directory)."""
+    text = (REPO / "docs" / "timeseries.md").read_text()
+    (tmp_path / "my_augmentations.py").write_text(text.split("## Your own augmentation")[1].split("```python\n")[1]
+                                                   .split("```")[0])
+    command = Path(sys.executable).with_name("mmbyol")
+    if not command.exists():
+        pytest.skip("no mmbyol command beside this Python")
+
+    def mmbyol(*args):
+        result = subprocess.run([str(command), *args], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result
+
+    assert "channel_dropout [my_augmentations]" in mmbyol("list", "plugins=[my_augmentations]").stdout
+    data = [f"data.root={ucr_root}", "data.set=Tiny", "plugins=[my_augmentations]", "device=cpu"]
+    mmbyol("views", "modality=timeseries", *data, "augment.view2=[{name: channel_dropout, rate: 1.0, p: 1.0}]",
+           "n=2", "out=views.png")
+    assert (tmp_path / "views.png").stat().st_size > 1000
+    mmbyol("train", *TS_TINY, *data, "augment.view2=[{name: crop_resize}, {name: channel_dropout}]",
+           "run.dir=run")
+    assert "channel_dropout" in (tmp_path / "run" / "config.yaml").read_text()
