@@ -155,7 +155,7 @@ def _import_here_too(module: str) -> None:
 
 def _beside(folder: Path, module: str) -> bool:
     top = module.split(".")[0]
-    return (folder / f"{top}.py").is_file() or (folder / top).is_dir()
+    return (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file()
 
 
 def load_plugins() -> None:
