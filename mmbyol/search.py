@@ -405,15 +405,22 @@ def search(cfg: DictConfig) -> Path:
                  _fmt(refs["untrained"]), _fmt(refs["configured"]), where / "best.yaml")
         if below_untrained(best.value, refs, key):
             log.warning("the recipe in best.yaml measured below the untrained encoder on the validation slice "
-                        "(%.4f against %.4f): with these candidates BYOL made the features worse for these labels. "
-                        "Search longer (search.trials), offer other augmentations, or weigh the result against "
-                        "`mmbyol eval RUN_DIR init=random`.", best.value, refs["untrained"])
+                        "(%s). %s", _below_untrained_figures(best.value, refs), BELOW_UNTRAINED_ADVICE)
     return where
+
+
+BELOW_UNTRAINED_ADVICE = ("With these candidates BYOL made the features worse for these labels: search longer "
+                          "(search.trials), offer other augmentations, or weigh the result against `mmbyol eval "
+                          "RUN_DIR init=random`.")
 
 
 def below_untrained(value: float | None, refs: dict[str, Any], key: str) -> bool:
     """Whether a kNN objective's value is below the untrained encoder's (RankMe is no accuracy)."""
     return key == "monitor_knn" and None not in (value, refs["untrained"]) and value < refs["untrained"]
+
+
+def _below_untrained_figures(value: float, refs: dict[str, Any]) -> str:
+    return f"{_fmt(value)} against {_fmt(refs['untrained'])}"
 
 
 def finalists(cfg: DictConfig, study) -> list:
@@ -634,11 +641,11 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
 def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
     what = report["objective"].removeprefix("monitor_")
     refs = report["references"]
-    where = report["slice"] or {"items": cfg.trainer.monitor_items}
-    queries = f", {where['queries']} of them queries of the kNN" if what == "knn" and "queries" in where else ""
+    measured = report["slice"] or {"items": cfg.trainer.monitor_items}
+    queries = f", {measured['queries']} of them queries of the kNN" if what == "knn" and "queries" in measured else ""
     lines = [f"# mmbyol search: {cfg.modality} / {cfg.data.name}", "",
              f"Objective: {'kNN accuracy' if what == 'knn' else 'RankMe'} on the validation slice "
-             f"({where['items']} training items{queries}; the test split is never read) after "
+             f"({measured['items']} training items{queries}; the test split is never read) after "
              f"{report['trial_steps']} BYOL steps. Higher is better.", "",
              "| reference | value |", "|---|---|",
              f"| untrained encoder (step 0) | {_fmt(refs['untrained'])} |",
@@ -648,9 +655,7 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
         lines.append(f"| best trial (trial {top['trial']}) | {_fmt(top['value'])} |")
     if report.get("below_untrained"):
         lines += ["", f"**The recipe in best.yaml (trial {report['best']}) measured below the untrained encoder** "
-                  f"({_fmt(report['best_value'])} against {_fmt(refs['untrained'])}): with these candidates BYOL "
-                  f"made the features worse for these labels. Search longer, offer other augmentations, or weigh "
-                  f"the result against `mmbyol eval RUN_DIR init=random`."]
+                  f"({_below_untrained_figures(report['best_value'], refs)}). {BELOW_UNTRAINED_ADVICE}"]
     if report["final"]:
         lines += ["", f"## Final round: {report['final_steps']} steps each", "",
                   "Short trials can rank recipes otherwise than longer training does, so the best trials and the "
