@@ -413,6 +413,7 @@ def read_delimited(path: Path, label_column: str | int) -> tuple[list[np.ndarray
         rows = [row for row in csv.reader(file, delimiter=delimiter) if row]
     if not rows:
         return [], None
+    label_at = None
     if isinstance(label_column, int):
         width = len(rows[0])
         if not -width <= label_column < width:
@@ -420,8 +421,7 @@ def read_delimited(path: Path, label_column: str | int) -> tuple[list[np.ndarray
         label_at = label_column % width
     header = None
     try:  # the labels aside, a first row that is not all numbers is a header
-        [float(v) for i, v in enumerate(rows[0]) if v.strip() not in ("", "?") and
-         not (isinstance(label_column, int) and i == label_at)]
+        [float(v) for i, v in enumerate(rows[0]) if i != label_at and v.strip() not in ("", "?")]
     except ValueError:
         header, rows = rows[0], rows[1:]
     if not isinstance(label_column, int):
