@@ -90,12 +90,9 @@ def test_smoke_profile_writes_records_report_and_plots(tmp_path, fashion_mnist, 
 
 
 def test_compare_takes_time_series_and_every_runs_overrides(tmp_path, monkeypatch):
-    from .modalities.test_timeseries import TS_TINY, two_shapes, write_ts
+    from .modalities.test_timeseries import TS_TINY, write_tiny_archive
 
-    (tmp_path / "Tiny").mkdir()
-    for split, n, seed in (("TRAIN", 48, 0), ("TEST", 20, 1)):
-        series, labels = two_shapes(n, (20, 40), seed)
-        write_ts(tmp_path / "Tiny" / f"Tiny_{split}.ts", series, labels, ["a", "b"])
+    write_tiny_archive(tmp_path)
     monkeypatch.chdir(tmp_path)
     overrides = [o for o in TS_TINY if o != "modality=timeseries"] + [f"data.root={tmp_path}", "data.set=Tiny",
                                                                        "trainer.monitor_every=0"]
@@ -195,12 +192,9 @@ def test_raw_series_gives_a_raw_input_encoder_the_items_features(tmp_path):
     import raw_series
 
     from .conftest import run_cli
-    from .modalities.test_timeseries import TS_TINY, two_shapes, write_ts
+    from .modalities.test_timeseries import TS_TINY, write_tiny_archive
 
-    (tmp_path / "Tiny").mkdir()
-    for split, n, seed in (("TRAIN", 32, 0), ("TEST", 12, 1)):
-        series, labels = two_shapes(n, (20, 40), seed)
-        write_ts(tmp_path / "Tiny" / f"Tiny_{split}.ts", series, labels, ["a", "b"])
+    write_tiny_archive(tmp_path)
     run_dir = tmp_path / "run"
     run_cli("train", *TS_TINY, f"data.root={tmp_path}", "data.set=Tiny", f"run.dir={run_dir}",
             "trainer.monitor_every=0")

@@ -46,15 +46,19 @@ def two_shapes(n, length_range, seed, channels=2):
     return series, labels
 
 
-@pytest.fixture(scope="module")
-def ucr_root(tmp_path_factory):
-    """A miniature archive: ROOT/Tiny/Tiny_TRAIN.ts and Tiny_TEST.ts, two channels, lengths 20-39."""
-    root = tmp_path_factory.mktemp("ucr")
+def write_tiny_archive(root):
+    """A miniature archive: ROOT/Tiny/Tiny_TRAIN.ts (48 series) and Tiny_TEST.ts (20), two channels,
+    lengths 20-39. Returns ROOT."""
     (root / "Tiny").mkdir()
     for split, n, seed in (("TRAIN", 48, 0), ("TEST", 20, 1)):
         series, labels = two_shapes(n, (20, 40), seed)
         write_ts(root / "Tiny" / f"Tiny_{split}.ts", series, labels, ["a", "b"])
     return root
+
+
+@pytest.fixture(scope="module")
+def ucr_root(tmp_path_factory):
+    return write_tiny_archive(tmp_path_factory.mktemp("ucr"))
 
 
 def test_read_ts_reads_channels_labels_variable_lengths_and_missing_values(tmp_path):
