@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = load_encoder(args.run_dir, raw_input=True)
     front_end = encoder.front_end
     with torch.no_grad():
-        unresampled = torch.nan_to_num((padded - front_end.mean) / front_end.std, nan=0.0)
+        unresampled = front_end.normalize(padded)
         features = {"items": encoder(test.x), "raw": encoder(padded),
                     "unresampled": encoder.encoder(unresampled)}
         train_x = encoder(train.x)

@@ -39,7 +39,10 @@ class SeriesFrontEnd(nn.Module):
         if series.dim() != 3 or series.shape[1] != self.mean.shape[1]:
             raise ValueError(f"expected series (batch, {self.mean.shape[1]} channels, steps), as the run trained "
                              f"on; got shape {tuple(series.shape)}")
-        series = resample(series.to(self.mean.device, non_blocking=True).float(), self.length)
+        return self.normalize(resample(series.to(self.mean.device, non_blocking=True).float(), self.length))
+
+    def normalize(self, series: torch.Tensor) -> torch.Tensor:
+        """Each channel with the training split's mean and std; a missing value then 0."""
         return torch.nan_to_num((series - self.mean) / self.std, nan=0.0)
 
 
