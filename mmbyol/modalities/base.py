@@ -4,7 +4,8 @@ per view), and the encoder builder. A modality supplies parts; nothing here know
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..augment import check_kwargs
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..registry import ENCODERS, MODALITIES
 
 
@@ -107,6 +108,21 @@ def split_folder(root: Path, split: str) -> Path:
             if (root / name).is_dir():
                 return root / name
     return root / split
+
+
+def files_under(folder: Path, suffixes: Collection[str]) -> list[Path]:
+    """The files under ``folder``, at any depth, whose suffix (in any case) is one of
+    ``suffixes``, sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes)
+
+
+def no_files_error(folder: Path, suffixes: Collection[str], what: str, layout: str) -> DataError:
+    """The error for a folder that holds no ``what`` files: the suffixes looked for, the most
+    common ones it holds instead, and the ``layout`` expected."""
+    held = Counter(p.suffix.lower() or "without suffix" for p in folder.rglob("*") if p.is_file())
+    holds = ", ".join(f"{n} {suffix}" for suffix, n in held.most_common(3)) if held else "no files"
+    return DataError(f"No {what} files ({' '.join(sorted(suffixes))}) under {folder}: it holds {holds}. "
+                     f"Expected {layout}.")
 
 
 def get_modality(name: str) -> Modality:

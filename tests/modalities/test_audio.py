@@ -13,7 +13,7 @@ import torchaudio
 from mmbyol.augment import build_augmentation, build_views
 from mmbyol.checkpoint import load_checkpoint
 from mmbyol.config import load_config, to_container
-from mmbyol.data import build_dataset, collate_items, prepare_views
+from mmbyol.data import build_dataset, collate_items, evenly_spaced, prepare_views
 from mmbyol.errors import DataError
 from mmbyol.modalities.audio import spoken_digits
 from mmbyol.modalities.audio.data import load_audio
@@ -344,6 +344,25 @@ def test_audio_folder_without_root_or_test_split_says_what_to_do(tmp_path):
     assert build_dataset(cfg, "train")[0][1] == -1  # unlabelled
     with pytest.raises(DataError, match="test/CLASS"):
         build_dataset(cfg, "test")
+
+
+def test_audio_folder_without_audio_names_what_it_holds_instead(tmp_path):
+    for path in ("train/cat/a.png", "train/dog/b.jpg", "test/cat/c.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"")
+    cfg = load_config(["modality=audio", "data.name=audio-folder", f"data.root={tmp_path}"])
+    with pytest.raises(DataError, match=r"No audio files \(.*\.wav\) under .*train: it holds 1 \.(jpg|png), 1 \."):
+        build_dataset(cfg, "train")
+
+
+def test_audio_folder_names_an_unreadable_file_once_however_often_it_is_read(tmp_path, caplog):
+    write_tone(tmp_path / "train" / "yes" / "a.wav", 440, 0.5)
+    (tmp_path / "train" / "yes" / "broken.wav").write_bytes(b"RIFF junk")
+    dataset = build_dataset(load_config(["modality=audio", "data.name=audio-folder", f"data.root={tmp_path}"]), "train")
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        assert [dataset[i] is None for i in range(2)] == [False, True]
+    assert sum("broken.wav" in record.message for record in caplog.records) == 1
 
 
 def fake_spoken_digits(root, per_folder=2):

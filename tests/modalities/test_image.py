@@ -143,6 +143,37 @@ def test_image_folder_skips_unreadable_files(tmp_path):
     assert x.shape == (2, 3, 16, 16) and skipped == 1 and labels.tolist() == [0, 1]
 
 
+def test_image_folder_names_an_unreadable_file_once_however_often_it_is_read(tmp_path, caplog):
+    from PIL import Image
+
+    from mmbyol.config import load_config
+    from mmbyol.data import build_dataset
+
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "cat" / "a.png")
+    (tmp_path / "train" / "cat" / "broken.png").write_bytes(b"not an image")
+    dataset = build_dataset(load_config(["data.name=image-folder", f"data.root={tmp_path}"]), "train")
+    for _epoch in range(3):
+        assert [dataset[i] is None for i in range(2)] == [False, True]
+    assert sum("broken.png" in record.message for record in caplog.records) == 1
+
+
+def test_image_folder_without_images_names_what_it_holds_instead(tmp_path):
+    from mmbyol.config import load_config
+    from mmbyol.data import build_dataset
+    from mmbyol.errors import DataError
+
+    (tmp_path / "train" / "yes").mkdir(parents=True)
+    for name in ("a.wav", "b.wav", "notes.txt"):
+        (tmp_path / "train" / "yes" / name).write_bytes(b"")
+    cfg = load_config(["data.name=image-folder", f"data.root={tmp_path}"])
+    with pytest.raises(DataError, match=r"No image files \(.*\.png.*\) under .*train: it holds 2 \.wav, 1 \.txt"):
+        build_dataset(cfg, "train")
+    (tmp_path / "flat").mkdir()
+    with pytest.raises(DataError, match="it holds no files"):
+        build_dataset(load_config(["data.name=image-folder", f"data.root={tmp_path / 'flat'}"]), "train")
+
+
 @pytest.mark.parametrize("held_out", ["test", "val", "validation", "valid"])
 def test_image_folder_reads_the_held_out_split_under_any_of_its_usual_names(tmp_path, held_out):
     from PIL import Image

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
-from ..base import TwoViews, split_folder
+from ..base import TwoViews, files_under, no_files_error, split_folder
 from ..hf import open_labelled
 from .frontend import log_mel
 from .noise import VIEW_NOISES, clip_noise, mix_at_snr, stable_seed
@@ -115,6 +115,7 @@ class AudioClips(Dataset):
                  noise_per_view: bool = False, view_snr_db: list[float] | None = None,
                  groups: list[str] | None = None):
         self.files, self.labels, self.classes, self.groups = files, labels, classes, groups
+        self.reported: set[int] = set()  # the unreadable files named in the log so far
         self.sample_rate, self.training, self.root = cfg.sample_rate, training, root
         self.length = round(cfg.clip_seconds * cfg.sample_rate)
         self.snr_db = tuple(snr_db) if snr_db is not None else None
@@ -143,7 +144,9 @@ class AudioClips(Dataset):
         try:
             wave = self.read(index)
         except (soundfile.LibsndfileError, RuntimeError, ValueError, OSError) as error:
-            log.warning("skipping unreadable audio %s: %s", path, error)
+            if index not in self.reported:  # each epoch reads it again; it is counted each time
+                self.reported.add(index)
+                log.warning("skipping unreadable audio %s: %s", path, error)
             return None
         excess = len(wave) - self.length
         if self.epoch is not None:
@@ -230,7 +233,7 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
         classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
         files, labels = [], []
         for label, name in enumerate(classes):
-            found = sorted(p for p in (split_dir / name).rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+            found = files_under(split_dir / name, AUDIO_SUFFIXES)
             files += found
             labels += [label] * len(found)
         base = split_dir
@@ -239,11 +242,14 @@ def audio_folder(cfg: AudioDataConfig, split: str) -> AudioClips:
             groups = [p[1] if len(p) > 2 else str(Path(*p)) for p in parts]
     elif split == "train":
         classes, base = [], root
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        files = files_under(root, AUDIO_SUFFIXES)
         labels = [-1] * len(files)
     else:
         raise DataError(f"{root} has no {split}/ folder: evaluation needs labelled audio in {split_dir}/CLASS/ "
                         "(val/CLASS/ is read in its place).")
+    if not files:
+        raise no_files_error(base, AUDIO_SUFFIXES, "audio", f"{root}/train/CLASS/* and {root}/test/CLASS/* (labels "
+                             "from the folder names), or, to train only, a folder of audio files")
     return AudioClips(files, labels, classes, cfg, split == "train", base, groups=groups)
 
 

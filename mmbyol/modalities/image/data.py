@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 from ...config import DataConfig
 from ...errors import DataError
 from ...registry import register_dataset
-from ..base import split_folder
+from ..base import files_under, no_files_error, split_folder
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,7 @@ class ImageFolder(Dataset):
 
     def __init__(self, files: list[Path], labels: list[int], classes: list[str], image_size: int):
         self.files, self.labels, self.classes, self.image_size = files, labels, classes, image_size
+        self.reported: set[int] = set()  # the unreadable files named in the log so far
         self.info = {"channels": 3, "size": image_size, "mean": NATURAL_MEAN, "std": NATURAL_STD}
         self.resize = v2.Compose([
             v2.Resize(image_size, antialias=True),
@@ -193,7 +194,9 @@ class ImageFolder(Dataset):
                 image = image.convert("RGB")
                 tensor = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
         except (OSError, UnidentifiedImageError, ValueError) as error:
-            log.warning("skipping unreadable image %s: %s", self.files[index], error)
+            if index not in self.reported:  # each epoch reads it again; it is counted each time
+                self.reported.add(index)
+                log.warning("skipping unreadable image %s: %s", self.files[index], error)
             return None
         return self.resize(tensor), self.labels[index]
 
@@ -205,17 +208,21 @@ def image_folder(cfg: ImageDataConfig, split: str) -> ImageFolder:
                         "(or val/CLASS/*) images.")
     root = Path(cfg.root)
     split_dir = split_folder(root, split)
+    layout = f"{root}/train/CLASS/* and {root}/test/CLASS/* (labels from the folder names)"
     if split_dir.is_dir():
         classes = sorted(d.name for d in split_dir.iterdir() if d.is_dir())
         files, labels = [], []
         for label, name in enumerate(classes):
-            for file in sorted((split_dir / name).rglob("*")):
-                if file.suffix.lower() in IMAGE_SUFFIXES:
-                    files.append(file)
-                    labels.append(label)
+            found = files_under(split_dir / name, IMAGE_SUFFIXES)
+            files += found
+            labels += [label] * len(found)
+        if not files:
+            raise no_files_error(split_dir, IMAGE_SUFFIXES, "image", layout)
         return ImageFolder(files, labels, classes, cfg.image_size)
     if split == "train" and root.is_dir():
-        files = sorted(f for f in root.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = files_under(root, IMAGE_SUFFIXES)
+        if not files:
+            raise no_files_error(root, IMAGE_SUFFIXES, "image", layout + ", or a folder of images to train on")
         return ImageFolder(files, [-1] * len(files), [], cfg.image_size)
     raise DataError(f"No {split} images: expected {split_dir}/CLASS/*.jpg|png (labels from the folder names)"
                     + (", or val/CLASS/* in its place." if split == "test" else "."))
