@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .augment import build_views
 from .config import to_container
-from .data import build_dataset, collate_items, prepare_views
+from .data import build_dataset, collate_items, evenly_spaced, prepare_views
 from .errors import ConfigError
 from .modalities.base import get_modality
 from .runtime import resolve_device
@@ -22,17 +22,17 @@ ROW_LABELS = ("original", "view 1", "view 2")
 
 
 def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
-    """Write the picture of ``n`` training items and their views; returns its path (by default
-    the modality's ``views_file``). The first row is each item as evaluation reads it; the views
+    """Write the picture of ``n`` training items, spread evenly through the split (so a set
+    stored class by class shows several), and their views; returns its path (by default the
+    modality's ``views_file``). The first row is each item as evaluation reads it; the views
     are made from the items as training reads them (after ``set_epoch(0)``: a random crop, a
     noise per view …), with the run's augmentations and ``seed``."""
     modality = get_modality(cfg.modality)
     device = resolve_device(cfg.device)
-    dataset = build_dataset(cfg, "train")
-    n = min(n, len(dataset))
+    dataset = evenly_spaced(build_dataset(cfg, "train"), n)
 
     def read() -> tuple:
-        inputs, _labels, _skipped = collate_items([dataset[i] for i in range(n)], modality.collate)
+        inputs, _labels, _skipped = collate_items([dataset[i] for i in range(len(dataset))], modality.collate)
         return prepare_views(modality, inputs, device, dataset.info)
 
     evaluated = trained = read()

@@ -23,3 +23,23 @@ def test_one_channel_rows_are_pictured_too(tmp_path):
     save_labelled_grid(rows, tmp_path / "views.png")
     with Image.open(tmp_path / "views.png") as image:
         assert image.height == 3 * 28 + 4 * 4 and image.width > 2 * 28 + 3 * 4
+
+
+def test_views_shows_items_spread_through_a_set_stored_class_by_class(tmp_path, monkeypatch):
+    import dataclasses
+
+    from mmbyol import views
+    from mmbyol.config import load_config
+    from mmbyol.modalities.base import get_modality
+
+    for cls, red in (("a", 0), ("b", 250)):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (red, 0, 0)).save(tmp_path / "train" / cls / f"{i}.png")
+    shown = {}
+    image = get_modality("image")
+    monkeypatch.setattr(views, "get_modality", lambda name: dataclasses.replace(
+        image, render_views=lambda original, view1, view2, path, info: shown.update(original=original)))
+    cfg = load_config(["data.name=image-folder", f"data.root={tmp_path}", "data.image_size=8", "device=cpu"])
+    views.show_views(cfg, tmp_path / "views.png", n=4)
+    assert len(shown["original"]) == 4 and shown["original"][:, 0, 0, 0].unique().numel() == 2
