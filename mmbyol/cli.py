@@ -79,7 +79,7 @@ def cmd_list(args) -> None:
 
     for _, name, origin in MODALITIES.entries():
         modality = MODALITIES.get("", name)
-        print(f"modality {name}" + (f"  ({origin})" if origin != "mmbyol" else "") +
+        print(f"modality {name}" + (f" [{origin}]" if origin != "mmbyol" else "") +
               (f" - {modality.description}" if modality.description else ""))
         for registry in (DATASETS, ENCODERS, AUGMENTATIONS):
             entries = [(n, o) for m, n, o in registry.entries() if m == name]

@@ -176,9 +176,10 @@ def load_plugins() -> None:
             continue
         finally:
             _current_origin = previous
-        for registry in (MODALITIES, ENCODERS, AUGMENTATIONS, DATASETS):
-            for modality, name in sorted(set(registry._items) - before[id(registry)]):
-                log.info("plugin %s registered %s %s", package, registry.kind, f"{modality}/{name}".strip("/"))
+        added = [f"{registry.kind} " + f"{modality}/{name}".strip("/")
+                 for registry in (MODALITIES, ENCODERS, AUGMENTATIONS, DATASETS)
+                 for modality, name in sorted(set(registry._items) - before[id(registry)])]
+        log.info("plugin %s registered %s", package, ", ".join(added) or "nothing")
 
 
 def list_names(kind: str, modality: str = "") -> list[str]:

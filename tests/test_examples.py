@@ -48,7 +48,10 @@ def write_csv(path, n, seed):
 @pytest.mark.slow
 def test_a_fourth_modality_from_a_plugin_package_trains_evaluates_and_shows_its_views(tmp_path):
     env = install("vector_modality", tmp_path / "site")
-    assert "modality vectors  (mmbyol-vectors)" in run_cli("list", env=env).stdout
+    listed = run_cli("list", env=env)
+    assert "modality vectors [mmbyol-vectors]" in listed.stdout
+    assert ("plugin mmbyol-vectors registered modality vectors, encoder vectors/mlp, augmentation vectors/feature_mask,"
+            " augmentation vectors/gaussian_noise, data set vectors/csv\n") in listed.stderr  # one line per package
     write_csv(tmp_path / "train.csv", 256, seed=0)
     write_csv(tmp_path / "test.csv", 90, seed=1)
     data = ["modality=vectors", f"data.train={tmp_path / 'train.csv'}", f"data.test={tmp_path / 'test.csv'}"]
