@@ -8,7 +8,6 @@ row from the ``torch.Generator`` it is given (seedable, so views are reproducibl
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .registry import AUGMENTATIONS, GENERIC, MODALITIES
 
 # A batch is a tensor, or a mapping whose tensors share the batch dimension (e.g. token ids and
@@ -262,8 +261,7 @@ def augmentation_class(modality: str, name: str) -> type[Augmentation]:
         raise ConfigError(f"The generic augmentation {name!r} needs {why}, which modality {modality!r} does not "
                           f"have ({', '.join(axes) if axes else 'its batch is not such a tensor'}). "
                           f"Available: {', '.join(available)}.")
-    close = difflib.get_close_matches(name, available, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, available)
     raise ConfigError(f"Unknown augmentation {name!r} for modality {modality!r}.{hint} Available: "
                       f"{', '.join(available) or 'none'}. Run `mmbyol list` to see every registered name, "
                       f"including those added by plugins.")
@@ -301,7 +299,6 @@ def check_kwargs(fn: Any, kwargs: Mapping[str, Any], what: str) -> None:
     valid = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     for key in kwargs:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{what} has no option {key!r}.{hint} Its options: {', '.join(valid)}.")
+            raise ConfigError(f"{what} has no option {key!r}.{did_you_mean(key, valid)} "
+                              f"Its options: {', '.join(valid)}.")
 

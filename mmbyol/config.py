@@ -6,7 +6,6 @@ starts the ``encoder`` section afresh. The YAML files ship inside the package
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -17,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError
+from .errors import ConfigError, closest, did_you_mean
 from .registry import MODALITIES, import_plugins
 
 
@@ -329,8 +328,8 @@ def _explain(cfg: DictConfig, error: Exception, key: str | None = None) -> str:
     parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
     if "not in" in str(error) or type(error).__name__ in ("ConfigKeyError", "ConfigAttributeError"):
         valid = list(parent.keys()) if isinstance(parent, DictConfig) else []
-        close = difflib.get_close_matches(leaf, valid, n=1)
-        hint = f" Did you mean {'.'.join(filter(None, [parent_key, close[0]]))!r}?" if close else ""
+        close = closest(leaf, valid)
+        hint = f" Did you mean {'.'.join(filter(None, [parent_key, close]))!r}?" if close else ""
         return (f"Unknown config key {key!r}.{hint} Valid keys{' under ' + repr(parent_key) if parent_key else ''}: "
                 f"{', '.join(valid)}. `mmbyol config` prints the whole config.")
     message = str(error).splitlines()[0]
@@ -341,18 +340,36 @@ def validate(cfg: DictConfig) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
-            close = difflib.get_close_matches(str(value), allowed, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{key}={value!r} is not a choice.{hint} Choose one of: {', '.join(allowed)}.")
+            raise ConfigError(f"{key}={value!r} is not a choice.{did_you_mean(str(value), allowed)} "
+                              f"Choose one of: {', '.join(allowed)}.")
     for key in ("data.batch_size", "trainer.log_every", "trainer.checkpoint_every", "eval.label_draws",
-                "search.trials", "search.measurements"):
+                "search.trials", "search.measurements", "model.hidden_dim", "model.projection_dim", "eval.batch_size",
+                "eval.knn_k"):
         if OmegaConf.select(cfg, key) < 1:
             raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}.")
+    for key in ("trainer.max_steps", "data.limit", "eval.test_limit", "eval.labels_per_class", "search.trial_steps",
+                "search.final_steps"):
+        if OmegaConf.select(cfg, key) is not None and OmegaConf.select(cfg, key) < 1:
+            raise ConfigError(f"{key} must be at least 1, or null, got {OmegaConf.select(cfg, key)}.")
+    if cfg.trainer.max_steps is None and cfg.trainer.epochs < 1:
+        raise ConfigError(f"trainer.epochs must be at least 1, got {cfg.trainer.epochs} (or set trainer.max_steps).")
+    for key in ("optim.lr", "model.temperature", "eval.knn_temperature", "search.minutes"):
+        if OmegaConf.select(cfg, key) is not None and not OmegaConf.select(cfg, key) > 0:
+            raise ConfigError(f"{key} must be more than 0, got {OmegaConf.select(cfg, key)}.")
+    for key in ("optim.weight_decay", "optim.warmup_epochs", "optim.trust_coefficient", "data.num_workers"):
+        if (OmegaConf.select(cfg, key) or 0) < 0:
+            raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")
+    if not 0 <= cfg.model.tau_base <= 1:
+        raise ConfigError(f"model.tau_base must be in [0, 1], got {cfg.model.tau_base}: the target network is "
+                          f"τ·target + (1 − τ)·online (0.996 in the paper; 1 never moves the target).")
+    if not 0 <= cfg.optim.momentum < 1:
+        raise ConfigError(f"optim.momentum must be in [0, 1), got {cfg.optim.momentum}.")
     for key in ("search.tau_base", "search.lr_scale"):
         value = OmegaConf.select(cfg, key)
-        if value is not None and (len(value) != 2 or not 0 < value[0] <= value[1]):
-            raise ConfigError(f"{key}={list(value)} must be a range [low, high] with 0 < low <= high, or null to "
-                              f"keep the configured value.")
+        top = 1 if key == "search.tau_base" else float("inf")
+        if value is not None and (len(value) != 2 or not 0 < value[0] <= value[1] <= top):
+            raise ConfigError(f"{key}={list(value)} must be a range [low, high] with 0 < low <= high"
+                              f"{' <= 1' if top == 1 else ''}, or null to keep the configured value.")
     grid = cfg.eval.l2_grid
     if not grid or not all(isinstance(v, (int, float)) and v >= 0 for v in grid):
         raise ConfigError(f"eval.l2_grid={list(grid)} must list one or more L2 strengths >= 0, e.g. "

@@ -1,5 +1,25 @@
 """User-facing errors: each says what was wrong and what to do about it."""
 
+import difflib
+from collections.abc import Iterable
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``name`` was most likely meant to be, or None: one that differs only in case
+    (``FCN`` for ``fcn``, ``gunpoint`` for ``GunPoint``), else the closest by ``difflib``, compared
+    without case."""
+    by_lower = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), candidate)
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return by_lower[close[0]] if close else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """`` Did you mean 'X'?`` for the closest candidate (see :func:`closest`), or an empty string."""
+    match = closest(name, candidates)
+    return f" Did you mean {match!r}?" if match else ""
+
 
 class MMBYOLError(Exception):
     """An error caused by input or configuration; the CLI prints it as one paragraph, no traceback."""

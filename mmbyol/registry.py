@@ -7,7 +7,6 @@ theirs with the ``register_*`` decorators in a module named by an entry point of
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import logging
 import sys
@@ -16,7 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,7 @@ class Registry:
         key = (modality if self.scoped else "", name)
         if key not in self._items:
             available = self.names(modality)
-            close = difflib.get_close_matches(name, available, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(name, available)
             where = f" for modality {modality!r}" if self.scoped else ""
             raise ConfigError(
                 f"Unknown {self.kind} {name!r}{where}.{hint} Available: {', '.join(available) or 'none'}. "

@@ -27,10 +27,26 @@ def test_overrides_refine_with_types_and_yaml_flow_lists():
     ("eval.label_draws=0", "eval.label_draws must be at least 1"),  # caught before any features are extracted
     ("eval.l2_grid=[]", r"eval.l2_grid=\[\] must list one or more L2 strengths"),
     ("eval.l2_grid=[-1.0]", "eval.l2_grid.*one value fixes the probe's L2"),
+    # values that trained nothing, trained on without a word, or ended in torch's traceback
+    ("trainer.epochs=0", r"trainer.epochs must be at least 1, got 0 \(or set trainer.max_steps\)"),
+    ("trainer.max_steps=0", "trainer.max_steps must be at least 1, or null, got 0"),
+    ("data.limit=0", "data.limit must be at least 1"),
+    ("optim.lr=0", "optim.lr must be more than 0"),
+    ("optim.weight_decay=-1e-4", "optim.weight_decay must be 0 or more"),
+    ("model.tau_base=1.5", r"model.tau_base must be in \[0, 1\], got 1.5"),
+    ("optim.momentum=1", r"optim.momentum must be in \[0, 1\)"),
+    ("model.hidden_dim=0", "model.hidden_dim must be at least 1"),
+    ("search.tau_base=[0.5, 1.2]", "low <= high <= 1"),
 ])
 def test_bad_overrides_name_the_key_and_what_to_do(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config([override])
+
+
+def test_the_limits_themselves_are_accepted():
+    cfg = load_config(["trainer.epochs=0", "trainer.max_steps=1", "model.tau_base=1", "optim.momentum=0",
+                       "optim.weight_decay=0", "optim.warmup_epochs=0", "search.tau_base=[0.5, 1.0]"])
+    assert (cfg.trainer.max_steps, cfg.model.tau_base, cfg.optim.momentum) == (1, 1.0, 0.0)
 
 
 def test_unknown_modality_lists_the_available_ones():

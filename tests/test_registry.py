@@ -27,6 +27,16 @@ def test_unknown_name_lists_available_and_suggests():
     with pytest.raises(ConfigError) as error:
         ENCODERS.get("image", "resnet81")
     assert "Did you mean 'resnet18'" in str(error.value) and "small_cnn" in str(error.value)
+    with pytest.raises(ConfigError, match="Unknown encoder 'SMALL_CNN'.*Did you mean 'small_cnn'"):
+        ENCODERS.get("image", "SMALL_CNN")
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("FCN", "fcn"), ("gunpoint", "GunPoint"), ("GunPiont", "GunPoint"), ("fnc", "fcn"), ("wavelet", None)])
+def test_the_closest_name_differs_in_case_or_by_a_typo(name, expected):
+    from mmbyol.errors import closest
+
+    assert closest(name, ["GunPoint", "fcn", "resnet1d", "Gunpoint_old"]) == expected
 
 
 def test_a_plugin_that_takes_a_builtin_name_is_told_to_rename_it(tmp_path, monkeypatch):

@@ -152,8 +152,10 @@ def test_ucr_reads_the_2018_univariate_archives_tsv_files(tmp_path):
 
 def test_ucr_names_the_sets_it_has(ucr_root, tmp_path):
     cfg = load_config(["modality=timeseries", f"data.root={ucr_root}", "data.set=Tinny"])
-    with pytest.raises(DataError, match="no set 'Tinny'.*Available: Tiny"):
+    with pytest.raises(DataError, match="no set 'Tinny'.*Did you mean 'Tiny'. Available: Tiny"):
         build_dataset(cfg, "train")
+    with pytest.raises(DataError, match="no set 'tiny'.*Did you mean 'Tiny'"):  # names are case-sensitive
+        build_dataset(load_config(["modality=timeseries", f"data.root={ucr_root}", "data.set=tiny"]), "train")
     with pytest.raises(DataError, match="No UCR/UEA sets found.*pip install aeon"):
         build_dataset(load_config(["modality=timeseries", f"data.root={tmp_path}"]), "train")
     (tmp_path / "Reg").mkdir()  # a regression set is named apart, as one it cannot read

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ...config import DataConfig
-from ...errors import DataError
+from ...errors import DataError, did_you_mean
 from ...registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -281,11 +281,12 @@ def ucr(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
                         f"(`pip install aeon`, or `pip install 'mmbyol[timeseries]'`), or point data.root at a copy "
                         f"of the archive (ROOT/NAME/NAME_TRAIN.ts and NAME_TEST.ts, or .tsv).")
     if cfg.set not in sets:
-        what = "needs data.set=NAME" if cfg.set is None else f"has no set {cfg.set!r} in {where}"
         regression = [name for name, path in sets.items() if _holds_a_regression_target(path)]
+        readable = [n for n in sets if n not in regression]
+        what = ("needs data.set=NAME." if cfg.set is None
+                else f"has no set {cfg.set!r} in {where}.{did_you_mean(str(cfg.set), readable)}")
         also = f" (regression sets, which it cannot read: {', '.join(regression)})" if regression else ""
-        readable = ", ".join(n for n in sets if n not in regression) or "none"
-        raise DataError(f"ucr {what}. Available: {readable}{also}.")
+        raise DataError(f"ucr {what} Available: {', '.join(readable) or 'none'}{also}.")
     path = sets[cfg.set]
     train = read_archive_cached(path)
     data = train if split == "train" else read_archive_cached(split_file(path, split))
