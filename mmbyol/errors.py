@@ -2,6 +2,7 @@
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 
 def closest(name: str, candidates: Iterable[str]) -> str | None:
@@ -19,6 +20,15 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """`` Did you mean 'X'?`` for the closest candidate (see :func:`closest`), or an empty string."""
     match = closest(name, candidates)
     return f" Did you mean {match!r}?" if match else ""
+
+
+def search_folder_hint(folder: Path) -> str:
+    """For a message about a folder that is no run directory: where it is the folder of
+    ``mmbyol search`` (it holds ``best.yaml``), what to do with it instead; else nothing."""
+    if not (folder / "best.yaml").is_file():
+        return ""
+    return (f" It is a `mmbyol search` folder: train the recipe it found with `mmbyol train "
+            f"config={folder / 'best.yaml'}`, then evaluate that run; its report is {folder / 'report.md'}.")
 
 
 class MMBYOLError(Exception):

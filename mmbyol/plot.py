@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, search_folder_hint
 
 # (key, title, log scale) of each panel; a panel whose key the run never logged is left out
 PANELS = [
@@ -24,7 +24,7 @@ def read_metrics(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         raise DataError(f"{path} does not exist: plot needs a run directory that `mmbyol train` wrote "
-                        f"(with the jsonl logger, on by default).")
+                        f"(with the jsonl logger, on by default)." + search_folder_hint(run_dir))
     records = []
     for line in path.read_text().splitlines():
         try:

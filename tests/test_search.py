@@ -207,6 +207,9 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     run = tmp_path / "best-run"
     run_cli("train", f"config={where / 'best.yaml'}", "trainer.max_steps=2", f"run.dir={run}")
     assert yaml.safe_load((run / "config.yaml").read_text())["augment"] == best["augment"]
+    for command in ("eval", "plot"):  # the search folder taken for a run: told what to do with it
+        mistaken = run_cli(command, str(where), check=False)
+        assert mistaken.returncode != 0 and f"mmbyol train config={where / 'best.yaml'}" in mistaken.stderr
 
     refused = run_cli("search", *args, "search.trials=4", check=False)
     assert refused.returncode == 2 and "resume=auto" in refused.stderr

@@ -82,8 +82,14 @@ def test_a_file_that_is_no_checkpoint_at_all_is_refused(tmp_path, tally):
 def test_an_encoder_is_looked_for_only_in_a_run_directory(tmp_path, tally):
     from mmbyol import load_encoder
 
-    tally["bad inputs tried"] += 2
+    tally["bad inputs tried"] += 4
     with pytest.raises(CheckpointError, match="is not a folder: pass the run directory"):
         load_encoder(tmp_path / "no-such-run")
+    with pytest.raises(CheckpointError, match=r"is not a run directory \(no config.yaml\)"):
+        load_encoder(tmp_path)
+    (tmp_path / "best.yaml").write_text("seed: 0\n")  # what `mmbyol search` writes
+    with pytest.raises(CheckpointError, match=r"It is a `mmbyol search` folder: .*mmbyol train config=.*best.yaml"):
+        load_encoder(tmp_path)
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
     with pytest.raises(CheckpointError, match="the run has not finished.*resume=auto"):
-        load_encoder(tmp_path)  # a folder without the exported encoder
+        load_encoder(tmp_path)  # a run directory without the exported encoder
