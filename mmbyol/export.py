@@ -301,7 +301,10 @@ features = (tokens * mask).sum(1) / mask.sum(1)  # mean pooling, as in training'
 def write_sentence_transformers(encoder: nn.Module, meta: dict[str, Any], out: Path) -> tuple[dict, str]:
     _text(encoder, meta, "sentence-transformers")
     st = _require("sentence_transformers", "sentence-transformers")
-    from sentence_transformers.models import Pooling, Transformer
+    try:  # where sentence-transformers keeps them now; `models` is their older, deprecated home
+        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Pooling, Transformer
 
     hf = out / "hf.partial"
     encoder.save_pretrained(hf)
