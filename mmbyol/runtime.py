@@ -26,9 +26,18 @@ def resolve_device(name: str, ranks: Ranks = ONE_PROCESS) -> torch.device:
     A CPU device also sets the process up to compute on it (:func:`keep_freed_memory`)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name} is not a device: use device=auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DataError(f"device={name} but CUDA is not available here; use device=cpu or device=auto.")
+    if device.type not in ("cpu", "cuda"):
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError):  # torch's words for a backend it was not built with
+            raise ConfigError(f"device={name} is not available in this PyTorch build or on this machine; use "
+                              f"device=cpu or device=auto.") from None
     if device.type == "cuda" and ranks.distributed:
         if device.index is not None:
             raise ConfigError(f"device={name} under torchrun: each process takes the GPU of its local rank; "

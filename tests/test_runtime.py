@@ -42,3 +42,36 @@ def test_cpu_runs_take_large_tensors_from_the_heap_not_from_mappings_of_their_ow
     # so the next step faults its pages in again); now it comes from the heap, which keeps it
     activations = torch.ones(16 * 2**20)
     assert mapped_bytes() - before < activations.nbytes
+
+
+@pytest.mark.parametrize("name, message", [
+    ("gpu", "device=gpu is not a device: use device=auto, cpu, cuda or cuda:N"),
+    ("cuda:x", "device=cuda:x is not a device"),
+    ("meta", None),  # a device type torch knows: used if a tensor can be made on it
+])
+def test_a_device_torch_cannot_use_is_a_config_error(name, message):
+    from mmbyol.errors import ConfigError
+
+    if message is None:
+        assert runtime.resolve_device(name) == torch.device(name)
+        return
+    with pytest.raises(ConfigError, match=message):
+        runtime.resolve_device(name)
+
+
+def test_a_backend_this_torch_was_not_built_with_is_a_config_error():
+    from mmbyol.errors import ConfigError
+
+    unbuilt = next((t for t in ("mps", "xpu", "hpu") if not _usable(t)), None)
+    if unbuilt is None:
+        pytest.skip("every backend tried is usable here")
+    with pytest.raises(ConfigError, match=f"device={unbuilt} is not available in this PyTorch build"):
+        runtime.resolve_device(unbuilt)
+
+
+def _usable(device_type: str) -> bool:
+    try:
+        torch.empty(0, device=device_type)
+    except (RuntimeError, AssertionError):
+        return False
+    return True
