@@ -119,7 +119,7 @@ def files_under(folder: Path, suffixes: Collection[str]) -> list[Path]:
 def no_files_error(folder: Path, suffixes: Collection[str], what: str, layout: str) -> DataError:
     """The error for a folder that holds no ``what`` files: the suffixes looked for, the most
     common ones it holds instead, and the ``layout`` expected."""
-    held = Counter(p.suffix.lower() or "without suffix" for p in folder.rglob("*") if p.is_file())
+    held = Counter(p.suffix.lower() or "files without a suffix" for p in folder.rglob("*") if p.is_file())
     holds = ", ".join(f"{n} {suffix}" for suffix, n in held.most_common(3)) if held else "no files"
     return DataError(f"No {what} files ({' '.join(sorted(suffixes))}) under {folder}: it holds {holds}. "
                      f"Expected {layout}.")
