@@ -179,9 +179,10 @@ def write_onnx(encoder: nn.Module, meta: dict[str, Any], out: Path) -> tuple[dic
         manifest["checked"] = {"runtime": f"onnxruntime {onnxruntime.__version__}", "batch": 3,
                                "max_abs_diff": _close(reference, torch.from_numpy(got), "onnxruntime")}
     feeds = ", ".join(f'"{key}": {key}' for key in inputs)
+    takes = "".join(f"# {key}: {what}\n" for key, what in manifest["inputs"].items()) if name != "text" else ""
     usage = f"""import onnxruntime
 model = onnxruntime.InferenceSession("encoder.onnx")
-features = model.run(None, {{{feeds}}})[0]  # the inputs: mmbyol-export.json"""
+{takes}features = model.run(None, {{{feeds}}})[0]  # the inputs: mmbyol-export.json"""
     if name == "text":
         usage = ("import numpy as np\nfrom tokenizers import Tokenizer\n" + usage.replace(
             "features =", 'rows = Tokenizer.from_file("tokenizer.json").encode_batch(texts)  # truncated, padded\n'

@@ -77,7 +77,7 @@ def test_raw_input_text_encoder_takes_strings(runs):
 
 
 @pytest.mark.parametrize("modality", ["image", "audio", "timeseries"])
-def test_onnx_takes_raw_input_and_matches_the_encoder(runs, modality):
+def test_onnx_takes_raw_input_and_matches_the_encoder(runs, modality, monkeypatch):
     folder = run_export(runs[modality], "onnx")
     manifest = json.loads((folder / "mmbyol-export.json").read_text())
     assert manifest["checked"]["max_abs_diff"] < 1e-3
@@ -97,6 +97,13 @@ def test_onnx_takes_raw_input_and_matches_the_encoder(runs, modality):
         assert np.isfinite(got).all()
         with torch.no_grad():
             np.testing.assert_allclose(got, raw(x).numpy(), rtol=1e-4, atol=1e-4)
+    (name, what), = manifest["inputs"].items()
+    assert f"# {name}: {what}\n" in readme_code(folder)  # the README says what to feed
+    monkeypatch.chdir(folder)
+    scope = {name: batch.numpy()}
+    exec(readme_code(folder), scope)  # the README's lines, as a user copies them
+    with torch.no_grad():
+        np.testing.assert_allclose(scope["features"], raw(batch).numpy(), rtol=1e-4, atol=1e-4)
 
 
 def test_onnx_text_from_the_exported_tokenizer(runs, monkeypatch):
