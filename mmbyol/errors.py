@@ -43,6 +43,11 @@ class DataError(MMBYOLError):
     """A data set that is missing, empty or unreadable."""
 
 
+class InputShapeError(DataError, ValueError):
+    """Input of another shape than the encoder trained on (series with another number of channels):
+    a ValueError to code that calls the encoder, a one-paragraph error at the command line."""
+
+
 class CheckpointError(MMBYOLError):
     """A checkpoint or exported encoder that cannot be loaded."""
 

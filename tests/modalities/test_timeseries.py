@@ -114,6 +114,8 @@ def test_the_front_end_makes_raw_series_what_the_data_set_gave_the_encoder(tmp_p
     assert torch.equal(prepare_series(dataset.x, torch.device("cpu"), dataset.info), expected)
     with pytest.raises(ValueError, match="expected series .batch, 2 channels, steps.*got shape .4, 3, 20."):
         front_end(torch.zeros(4, 3, 20))
+    with pytest.raises(DataError, match="Give the encoder data with 2 channels"):  # one paragraph at the CLI
+        front_end(torch.zeros(4, 1, 20))
 
 
 def test_ucr_from_a_copy_of_the_archive_resamples_to_the_longest_training_series(ucr_root):

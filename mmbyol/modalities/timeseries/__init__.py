@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...errors import InputShapeError
 from ...registry import register_modality
 from ..base import Modality
 from . import data, encoders  # noqa: F401  (each registers its parts)
@@ -37,8 +38,9 @@ class SeriesFrontEnd(nn.Module):
 
     def forward(self, series: torch.Tensor) -> torch.Tensor:
         if series.dim() != 3 or series.shape[1] != self.mean.shape[1]:
-            raise ValueError(f"expected series (batch, {self.mean.shape[1]} channels, steps), as the run trained "
-                             f"on; got shape {tuple(series.shape)}")
+            raise InputShapeError(f"expected series (batch, {self.mean.shape[1]} channels, steps), as the run "
+                                  f"trained on; got shape {tuple(series.shape)}. Give the encoder data with "
+                                  f"{self.mean.shape[1]} channels.")
         return self.normalize(resample(series.to(self.mean.device, non_blocking=True).float(), self.length))
 
     def normalize(self, series: torch.Tensor) -> torch.Tensor:
