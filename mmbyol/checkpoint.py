@@ -44,6 +44,13 @@ def resume_run_dir(cfg: DictConfig) -> Path | None:
     return latest_run_dir(cfg.modality) if cfg.resume == "auto" else None
 
 
+def folder_for_run(run_dir: Path) -> Path:
+    """``run_dir``, unless it names a file (the error says so)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run.dir={run_dir} is a file; a run directory is a folder. Name a new folder.")
+    return run_dir
+
+
 def checkpoint_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.pt"
 
@@ -51,7 +58,7 @@ def checkpoint_path(run_dir: Path) -> Path:
 def open_run(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
     """The run directory and the checkpoint state to resume from (``None``: a fresh run). A
     directory that already holds a run is never trained into afresh."""
-    run_dir = resume_run_dir(cfg) or default_run_dir(cfg.modality)
+    run_dir = folder_for_run(resume_run_dir(cfg) or default_run_dir(cfg.modality))
     last = checkpoint_path(run_dir)
     resume_from = None
     if cfg.resume == "auto" and last.exists():

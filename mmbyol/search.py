@@ -38,6 +38,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .augment import Augmentation, augmentation_class, augmentation_names
+from .checkpoint import folder_for_run
 from .config import load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
@@ -141,7 +142,7 @@ def _short(value: Any) -> str:
 def search_dir(cfg: DictConfig) -> Path:
     """``run.dir``; else, with ``resume=auto``, the newest search of the modality; else a new one."""
     if cfg.run.dir:
-        return Path(cfg.run.dir)
+        return folder_for_run(Path(cfg.run.dir))
     if cfg.resume == "auto":
         found = sorted(Path("runs").glob(f"search-{cfg.modality}-*/study.db"), key=lambda p: p.stat().st_mtime)
         if found:

@@ -93,3 +93,19 @@ def test_an_encoder_is_looked_for_only_in_a_run_directory(tmp_path, tally):
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     with pytest.raises(CheckpointError, match="the run has not finished.*resume=auto"):
         load_encoder(tmp_path)  # a run directory without the exported encoder
+
+
+def test_a_run_dir_that_names_a_file_is_refused_before_anything_is_written(tmp_path, tally):
+    from mmbyol.checkpoint import open_run
+    from mmbyol.config import load_config
+    from mmbyol.errors import ConfigError
+    from mmbyol.search import search_dir
+
+    tally["bad inputs tried"] += 2
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    cfg = load_config([f"run.dir={notes}"])
+    for opening in (open_run, search_dir):
+        with pytest.raises(ConfigError, match="notes.txt is a file; a run directory is a folder"):
+            opening(cfg)
+    assert notes.read_text() == "mine"
