@@ -1,5 +1,7 @@
 """End to end through the command line, as a user runs it."""
 
+import contextlib
+import io
 import json
 
 import pytest
@@ -70,6 +72,19 @@ def test_bad_input_is_one_paragraph_not_a_traceback(args, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.count("mmbyol: error:") == 1
+
+
+@pytest.mark.parametrize("args, usage, missing", [
+    (["eval"], "usage: mmbyol eval [-h] RUN_DIR [key=value ...]", "RUN_DIR"),
+    (["data"], "usage: mmbyol data [-h] prepare NAME [key=value ...]", "prepare, NAME"),
+])
+def test_a_command_without_its_arguments_shows_its_own_usage(args, usage, missing):
+    from mmbyol import cli
+
+    with pytest.raises(SystemExit) as exit_code, contextlib.redirect_stderr(io.StringIO()) as stderr:
+        cli.main(args)
+    assert exit_code.value.code == 2
+    assert stderr.getvalue() == f"{usage}\nmmbyol {args[0]}: error: the following arguments are required: {missing}\n"
 
 
 def test_train_reads_a_config_file_and_a_typo_in_it_is_one_line(tmp_path, fashion_mnist):
