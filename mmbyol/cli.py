@@ -143,6 +143,10 @@ def cmd_export(args) -> None:
     print(export(Path(args.run_dir), options["format"], options.get("out")))
 
 
+SETTINGS_HELP = ("settings, e.g. modality=audio trainer.epochs=5 (values are YAML), or config=FILE; "
+                 "`mmbyol config` prints every key with its value")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="mmbyol",
@@ -154,38 +158,40 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:  # its usage line names it, not all of USAGE
-        return commands.add_parser(name, prog=f"mmbyol {name}", **kwargs)
+        return commands.add_parser(name, prog=f"mmbyol {name}", description=kwargs.get("help"), **kwargs)
 
     p = command("train", help="train BYOL; prints the run directory")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=SETTINGS_HELP)
     p.set_defaults(run=cmd_train)
     p = command("eval", help="linear probe + kNN of a run's encoder")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the folder `mmbyol train` printed")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="refinements of the run's config, e.g. eval.labels_per_class=10, or init=random for the "
+                        "untrained encoder")
     p.set_defaults(run=cmd_eval)
     p = command("views", help="write a picture of augmented view pairs")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=SETTINGS_HELP)
     p.set_defaults(run=cmd_views)
     p = command("list", help="list registered modalities, encoders, augmentations, data sets")
     p.add_argument("overrides", nargs="*", default=[], metavar="plugins=[MODULE]")
     p.set_defaults(run=cmd_list)
     p = command("config", help="print the resolved config as YAML")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=SETTINGS_HELP)
     p.set_defaults(run=cmd_config)
     p = command("data", help="prepare a local data set")
     p.add_argument("action", choices=["prepare"], metavar="prepare")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=SETTINGS_HELP)
     p.set_defaults(run=cmd_data)
     p = command("search", help="search the view pair, tau_base and lr for the data (Optuna)")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=SETTINGS_HELP)
     p.set_defaults(run=cmd_search)
     p = command("plot", help="plot a run's training curves as a PNG")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the folder `mmbyol train` printed")
     p.add_argument("overrides", nargs="*", default=[], metavar="out=FILE")
     p.set_defaults(run=cmd_plot)
     p = command("export", help="export a run's encoder (ONNX, torchvision, timm, Hugging Face)")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the folder `mmbyol train` printed")
     p.add_argument("overrides", nargs="*", default=[], metavar="format=NAME [out=DIR]")
     p.set_defaults(run=cmd_export)
     args = parser.parse_args(argv)
