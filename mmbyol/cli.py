@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -143,6 +145,28 @@ def cmd_export(args) -> None:
     print(export(Path(args.run_dir), options["format"], options.get("out")))
 
 
+@contextlib.contextmanager
+def stopped_by_signals():
+    """SIGTERM and SIGUSR1 (a scheduler's stop) raise :class:`Stopped`, as Ctrl-C raises
+    KeyboardInterrupt, instead of ending the process where it stands: a command's cleanups run (the
+    staging folder of a data set or an export being written is removed). A training loop takes
+    them over while it runs, to stop after a step and save."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    names = [name for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)]
+    previous = {name: signal.signal(getattr(signal, name), stop) for name in names}
+    try:
+        yield
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+
 SETTINGS_HELP = ("settings, e.g. modality=audio trainer.epochs=5 (values are YAML), or config=FILE; "
                  "`mmbyol config` prints every key with its value")
 
@@ -198,11 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="mmbyol: %(message)s",
                         stream=sys.stderr)
     try:
-        args.run(args)
+        with stopped_by_signals():
+            args.run(args)
     except MMBYOLError as error:
         print(f"mmbyol: error: {error}", file=sys.stderr)
         return 2
-    except Stopped as stopped:  # after a checkpoint: 128 + the signal, as a process that signal killed
+    except Stopped as stopped:  # (a training run after its checkpoint) 128 + the signal, as a process it killed
         print(f"mmbyol: stopped by {signal.Signals(stopped.signum).name}", file=sys.stderr)
         return 128 + stopped.signum
     except KeyboardInterrupt:

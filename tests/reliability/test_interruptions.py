@@ -4,6 +4,7 @@ checkpoint, never leaves a torn file, and resumes to the very run it would have 
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -184,3 +185,22 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     tally["faults injected"] += 1
     state = load_checkpoint(tmp_path / "nan" / "checkpoints" / "last.pt")
     assert state["step"] == 4 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="spoken-digits is synthesized with espeak-ng")
+def test_a_stop_signal_while_a_data_set_is_prepared_leaves_no_half_made_folder(tmp_path, tally):
+    """Outside training, a scheduler's stop ends the command as Ctrl-C does: its cleanups run, and
+    the clips not yet begun are dropped (a stop while they were queued waited for all of them)."""
+    signum = signal.SIGTERM
+    tally["faults injected"] += 1
+    process = subprocess.Popen([sys.executable, "-m", "mmbyol", "data", "prepare", "spoken-digits",
+                                f"data.root={tmp_path / 'digits'}"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(tmp_path.glob(".digits-*/*/*/*.wav")):  # the staging folder is being filled
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()[1][-2000:]
+        time.sleep(0.05)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 128 + signum and f"stopped by {signum.name}" in stderr, stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # neither the staging folder nor a half-made set

@@ -77,18 +77,20 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
                                      staging / accent / word / f"{variant}-s{speed}-p{pitch}.wav"))
     log.info("synthesizing %d spoken digits with espeak-ng into %s", len(jobs), root)
     try:
-        with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1)) as pool:
+        pool = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1))
+        try:
             done = pool.map(lambda job: _synthesize(job, cfg.sample_rate), jobs)
-            try:
-                for _ in tqdm(done, total=len(jobs), desc="spoken-digits", mininterval=2.0,
-                              disable=not log.isEnabledFor(logging.INFO)):
-                    pass
-            except subprocess.CalledProcessError as error:
-                raise DataError(
-                    f"espeak-ng failed ({' '.join(error.cmd)}): {error.stderr.decode(errors='replace')[:300]}. "
-                    f"Check that the espeak-ng install is complete (apt-get install --reinstall "
-                    f"espeak-ng espeak-ng-data)."
-                ) from None
+            for _ in tqdm(done, total=len(jobs), desc="spoken-digits", mininterval=2.0,
+                          disable=not log.isEnabledFor(logging.INFO)):
+                pass
+        except subprocess.CalledProcessError as error:
+            raise DataError(
+                f"espeak-ng failed ({' '.join(error.cmd)}): {error.stderr.decode(errors='replace')[:300]}. "
+                f"Check that the espeak-ng install is complete (apt-get install --reinstall "
+                f"espeak-ng espeak-ng-data)."
+            ) from None
+        finally:  # stopped or failed: the clips not yet begun are not made
+            pool.shutdown(cancel_futures=True)
         (staging / "manifest.json").write_text(json.dumps({
             "version": SPOKEN_DIGITS_VERSION, "sample_rate": cfg.sample_rate, "clips": len(jobs), "words": DIGITS,
             "accents": ACCENTS, "variants": VOICE_VARIANTS, "speeds": SPEEDS, "pitches": PITCHES,
