@@ -190,7 +190,8 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="spoken-digits is synthesized with espeak-ng")
 def test_a_stop_signal_while_a_data_set_is_prepared_leaves_no_half_made_folder(tmp_path, tally):
     """Outside training, a scheduler's stop ends the command as Ctrl-C does: its cleanups run, and
-    the clips not yet begun are dropped (a stop while they were queued waited for all of them)."""
+    the clips not yet begun are dropped (without that, a SIGTERM at the first clips waited for
+    every clip queued, over a minute on a busy machine)."""
     signum = signal.SIGTERM
     tally["faults injected"] += 1
     process = subprocess.Popen([sys.executable, "-m", "mmbyol", "data", "prepare", "spoken-digits",
