@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from .config import L2_GRID, load_config
 from .data import build_dataset, collate_items, evenly_spaced, labelled
-from .errors import CheckpointError, ConfigError, DataError, search_folder_hint
+from .errors import CheckpointError, ConfigError, DataError, MMBYOLError, search_folder_hint
 from .modalities.base import Modality, build_encoder, get_modality
 from .registry import import_plugins
 from .runtime import autocast_context, resolve_device
@@ -51,9 +51,7 @@ def load_encoder(run_dir: str | Path, device: str | torch.device = "cpu", raw_in
     path = Path(run_dir) / "encoder.safetensors"
     if not Path(run_dir).is_dir():
         raise CheckpointError(f"{run_dir} is not a folder: pass the run directory `mmbyol train` printed.")
-    if not (Path(run_dir) / "config.yaml").exists():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.yaml): pass the folder `mmbyol train` "
-                              f"printed." + search_folder_hint(Path(run_dir)))
+    run_config_path(Path(run_dir), CheckpointError)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: the run has not finished. Finish it with "
                               f"`mmbyol train run.dir={run_dir} resume=auto`.")
@@ -308,11 +306,18 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     return result
 
 
-def load_eval_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
-    """The run's saved config refined by ``overrides`` (``init=random`` is short for ``eval.init=random``)."""
+def run_config_path(run_dir: Path, error: type[MMBYOLError]) -> Path:
+    """``RUN_DIR/config.yaml``, or ``error`` saying the folder is no run directory (and, for the
+    folder of ``mmbyol search``, what to do with it instead)."""
     path = run_dir / "config.yaml"
     if not path.exists():
-        raise DataError(f"{run_dir} is not a run directory (no config.yaml). Pass the folder `mmbyol train` printed."
-                        + search_folder_hint(run_dir))
+        raise error(f"{run_dir} is not a run directory (no config.yaml). Pass the folder `mmbyol train` printed."
+                    + search_folder_hint(run_dir))
+    return path
+
+
+def load_eval_config(run_dir: Path, overrides: Sequence[str]) -> DictConfig:
+    """The run's saved config refined by ``overrides`` (``init=random`` is short for ``eval.init=random``)."""
+    path = run_config_path(run_dir, DataError)
     overrides = [f"eval.{o}" if o.startswith("init=") else o for o in overrides]
     return load_config(overrides, base=OmegaConf.to_container(OmegaConf.load(path)))
