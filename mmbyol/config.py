@@ -336,29 +336,36 @@ def _explain(cfg: DictConfig, error: Exception, key: str | None = None) -> str:
     return f"Config key {key!r}: {message}. `mmbyol config` shows every key with its current value."
 
 
+# Numeric keys, the range each must be in and the test of a value outside it; null, where a key
+# allows it, means "unset" and is not tested.
+NUMBER_RANGES = (
+    (("data.batch_size", "trainer.log_every", "trainer.checkpoint_every", "eval.label_draws", "search.trials",
+      "search.measurements", "model.hidden_dim", "model.projection_dim", "eval.batch_size", "eval.knn_k"),
+     "at least 1", lambda v: v < 1),
+    (("trainer.max_steps", "data.limit", "eval.test_limit", "eval.labels_per_class", "search.trial_steps",
+      "search.final_steps"),
+     "at least 1, or null", lambda v: v < 1),
+    (("optim.lr", "model.temperature", "eval.knn_temperature", "search.minutes"),
+     "more than 0", lambda v: not v > 0),
+    (("optim.weight_decay", "optim.warmup_epochs", "optim.trust_coefficient", "data.num_workers",
+      "trainer.monitor_every", "trainer.monitor_items", "search.finalists"),
+     "0 or more", lambda v: v < 0),
+)
+
+
 def validate(cfg: DictConfig) -> None:
     for key, allowed in CHOICES.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not a choice.{did_you_mean(str(value), allowed)} "
                               f"Choose one of: {', '.join(allowed)}.")
-    for key in ("data.batch_size", "trainer.log_every", "trainer.checkpoint_every", "eval.label_draws",
-                "search.trials", "search.measurements", "model.hidden_dim", "model.projection_dim", "eval.batch_size",
-                "eval.knn_k"):
-        if OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, got {OmegaConf.select(cfg, key)}.")
-    for key in ("trainer.max_steps", "data.limit", "eval.test_limit", "eval.labels_per_class", "search.trial_steps",
-                "search.final_steps"):
-        if OmegaConf.select(cfg, key) is not None and OmegaConf.select(cfg, key) < 1:
-            raise ConfigError(f"{key} must be at least 1, or null, got {OmegaConf.select(cfg, key)}.")
+    for keys, phrase, outside in NUMBER_RANGES:
+        for key in keys:
+            value = OmegaConf.select(cfg, key)
+            if value is not None and outside(value):
+                raise ConfigError(f"{key} must be {phrase}, got {value}.")
     if cfg.trainer.max_steps is None and cfg.trainer.epochs < 1:
         raise ConfigError(f"trainer.epochs must be at least 1, got {cfg.trainer.epochs} (or set trainer.max_steps).")
-    for key in ("optim.lr", "model.temperature", "eval.knn_temperature", "search.minutes"):
-        if OmegaConf.select(cfg, key) is not None and not OmegaConf.select(cfg, key) > 0:
-            raise ConfigError(f"{key} must be more than 0, got {OmegaConf.select(cfg, key)}.")
-    for key in ("optim.weight_decay", "optim.warmup_epochs", "optim.trust_coefficient", "data.num_workers"):
-        if (OmegaConf.select(cfg, key) or 0) < 0:
-            raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")
     if not 0 <= cfg.model.tau_base <= 1:
         raise ConfigError(f"model.tau_base must be in [0, 1], got {cfg.model.tau_base}: the target network is "
                           f"τ·target + (1 − τ)·online (0.996 in the paper; 1 never moves the target).")
@@ -377,9 +384,6 @@ def validate(cfg: DictConfig) -> None:
     for key in ("optim.predictor_lr_scale", "optim.encoder_lr_scale"):
         if not OmegaConf.select(cfg, key) > 0:
             raise ConfigError(f"{key} must be more than 0, got {OmegaConf.select(cfg, key)}: it multiplies optim.lr.")
-    for key in ("trainer.monitor_every", "trainer.monitor_items", "search.finalists"):
-        if (OmegaConf.select(cfg, key) or 0) < 0:
-            raise ConfigError(f"{key} must be 0 or more, got {OmegaConf.select(cfg, key)}.")
     unknown = [name for name in cfg.trainer.loggers if not isinstance(name, str) or name not in LOGGERS]
     if unknown:
         raise ConfigError(f"trainer.loggers: unknown logger {unknown[0]!r}. Choose from: {', '.join(LOGGERS)}, "
