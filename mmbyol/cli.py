@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import signal
 import sys
-import threading
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -145,28 +143,6 @@ def cmd_export(args) -> None:
     print(export(Path(args.run_dir), options["format"], options.get("out")))
 
 
-@contextlib.contextmanager
-def stopped_by_signals():
-    """SIGTERM and SIGUSR1 (a scheduler's stop) raise :class:`Stopped`, as Ctrl-C raises
-    KeyboardInterrupt, instead of ending the process where it stands: a command's cleanups run (the
-    staging folder of a data set or an export being written is removed). A training loop takes
-    them over while it runs, to stop after a step and save."""
-    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-        yield
-        return
-
-    def stop(signum, frame):
-        raise Stopped(signum)
-
-    names = [name for name in ("SIGTERM", "SIGUSR1") if hasattr(signal, name)]
-    previous = {name: signal.signal(getattr(signal, name), stop) for name in names}
-    try:
-        yield
-    finally:
-        for name, handler in previous.items():
-            signal.signal(getattr(signal, name), handler)
-
-
 SETTINGS_HELP = ("settings, e.g. modality=audio trainer.epochs=5 (values are YAML), or config=FILE; "
                  "`mmbyol config` prints every key with its value")
 
@@ -221,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="mmbyol: %(message)s",
                         stream=sys.stderr)
+    from .runtime import stopped_by_signals
+
     try:
         with stopped_by_signals():
             args.run(args)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .distributed import ONE_PROCESS, Ranks
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, Stopped
 
 log = logging.getLogger("mmbyol")
 
@@ -97,6 +97,27 @@ def autocast_context(precision: str, device: torch.device):
 
 # Ctrl-C, and what SLURM (``--signal=USR1@SECONDS``, then SIGTERM) and Kubernetes send before pre-emption
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def stopped_by_signals():
+    """SIGTERM and SIGUSR1 (a scheduler's stop) raise :class:`Stopped`, as Ctrl-C raises
+    KeyboardInterrupt, instead of ending the process where it stands: a command's cleanups run (the
+    staging folder of a data set or an export being written is removed). A training loop's
+    :class:`InterruptFlag` takes them over while it runs, to stop after a step and save."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS if signum != signal.SIGINT}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class InterruptFlag:
