@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.data.name == "ucr":
         raw = read_archive_file(split_file(ucr_sets(cfg.data.root)[cfg.data.set], "test")).series
     elif cfg.data.name == "array-file" and cfg.data.test:
-        raw = read_array_file(Path(cfg.data.test).expanduser(), None, cfg.data.label_column)[0]
+        raw = read_array_file(Path(cfg.data.test).expanduser(), None, cfg.data.label_column, cfg.data.channels_last)[0]
     else:
         raise SystemExit(f"{args.run_dir}: a time-series run of ucr, or of array-file with data.test, is needed")
     longest = max(s.shape[1] for s in raw)

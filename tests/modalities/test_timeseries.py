@@ -116,6 +116,8 @@ def test_the_front_end_makes_raw_series_what_the_data_set_gave_the_encoder(tmp_p
         front_end(torch.zeros(4, 3, 20))
     with pytest.raises(DataError, match="Give the encoder data with 2 channels"):  # one paragraph at the CLI
         front_end(torch.zeros(4, 1, 20))
+    with pytest.raises(DataError, match=r"looks like \(batch, steps, channels\): give series.transpose\(1, 2\)"):
+        front_end(torch.zeros(4, 20, 2))
 
 
 def test_ucr_from_a_copy_of_the_archive_resamples_to_the_longest_training_series(ucr_root):
@@ -198,6 +200,42 @@ def test_array_files_in_every_format(tmp_path):
     unlabelled = build_dataset(load_config(["modality=timeseries", "data.name=array-file",
                                             f"data.train={tmp_path / 'x.npy'}"]), "train")
     assert unlabelled.classes == [] and unlabelled[0][1] == -1
+
+
+def test_channels_last_arrays_are_read_as_said_and_a_likely_mistake_is_warned_of(tmp_path, caplog):
+    """(items, steps, channels), as Keras and sensor pipelines store series, read with data.channels_last=true
+    gives the items the same series stored (items, channels, steps) give; read without it, the series would be
+    40 channels of 3 steps, which is warned of, unless data.channels_last=false says it is meant."""
+    series, labels = two_shapes(6, (40, 41), seed=0, channels=3)
+    first = np.stack(series).astype(np.float32)  # (6, 3, 40)
+    last = first.transpose(0, 2, 1).copy()
+    np.save(tmp_path / "first.npy", first)
+    np.savez(tmp_path / "last.npz", x=last, y=np.array(labels))
+    torch.save({"x": torch.from_numpy(last), "y": labels}, tmp_path / "last.pt")
+    torch.save({"x": [torch.from_numpy(s.T.copy()) for s in series], "y": labels}, tmp_path / "ragged.pt")
+    base = ["modality=timeseries", "data.name=array-file"]
+    expected = build_dataset(load_config([*base, f"data.train={tmp_path / 'first.npy'}"]), "train").x
+    for name in ("last.npz", "last.pt", "ragged.pt"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            meant = build_dataset(load_config([*base, f"data.train={tmp_path / name}", "data.channels_last=true"]),
+                                  "train")
+            assert torch.equal(meant.x, expected) and meant.classes == ["a", "b"]
+            assert not caplog.text
+            build_dataset(load_config([*base, f"data.train={tmp_path / name}"]), "train")
+            assert "read as series of 40 channels × 3 steps" in caplog.text
+            assert "set data.channels_last=true" in caplog.text
+            caplog.clear()
+            as_stored = build_dataset(load_config([*base, f"data.train={tmp_path / name}",
+                                                   "data.channels_last=false"]), "train")
+            assert as_stored.x.shape[1] == 40 and not caplog.text
+    univariate = build_dataset(load_config([*base, f"data.train={tmp_path / 'first.npy'}", "data.channels_last=true",
+                                            "data.length=40"]), "train")  # (items, channels, steps) said to be last
+    assert univariate.x.shape == (6, 40, 40)
+    np.save(tmp_path / "plain.npy", first[:, 0])  # (items, steps): one channel, whatever the key says
+    plain = build_dataset(load_config([*base, f"data.train={tmp_path / 'plain.npy'}", "data.channels_last=true"]),
+                          "train")
+    assert torch.equal(plain.x, expected[:, :1])
 
 
 def test_a_pt_file_may_hold_series_of_different_lengths_as_a_list(tmp_path):

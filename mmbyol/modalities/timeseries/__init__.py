@@ -37,10 +37,13 @@ class SeriesFrontEnd(nn.Module):
         self.register_buffer("std", torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1))
 
     def forward(self, series: torch.Tensor) -> torch.Tensor:
-        if series.dim() != 3 or series.shape[1] != self.mean.shape[1]:
-            raise InputShapeError(f"expected series (batch, {self.mean.shape[1]} channels, steps), as the run "
-                                  f"trained on; got shape {tuple(series.shape)}. Give the encoder data with "
-                                  f"{self.mean.shape[1]} channels.")
+        channels = self.mean.shape[1]
+        if series.dim() != 3 or series.shape[1] != channels:
+            fix = ("It looks like (batch, steps, channels): give series.transpose(1, 2)."
+                   if series.dim() == 3 and series.shape[2] == channels else f"Give the encoder data with {channels} "
+                   f"channels.")
+            raise InputShapeError(f"expected series (batch, {channels} channels, steps), as the run trained on; got "
+                                  f"shape {tuple(series.shape)}. {fix}")
         return self.normalize(resample(series.to(self.mean.device, non_blocking=True).float(), self.length))
 
     def normalize(self, series: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,10 @@ class TimeSeriesDataConfig(DataConfig):
     test_labels: str | None = None
     # array-file .csv/.tsv: the labels' column, by the header's name or by position (0: the first); the rest are steps
     label_column: str | int = "label"
+    # array-file .npy/.npz/.pt: true when 3-D arrays are (items, steps, channels), as Keras and many sensor
+    # pipelines store them; null reads (items, channels, steps), aeon's and sktime's order, and warns where
+    # that gives more channels than steps; false reads the same without the warning
+    channels_last: bool | None = None
     length: int | None = None  # every series resampled to this many steps; null: the training split's longest
 
 
@@ -301,26 +305,42 @@ ARRAY_SUFFIXES = (".npy", ".npz", ".pt", ".csv", ".tsv", ".ts")
 X_KEYS, Y_KEYS = ("x", "X", "data", "series"), ("y", "Y", "label", "labels", "target")
 
 
-def _as_series(array, path: Path) -> list[np.ndarray]:
+def _as_series(array, path: Path, channels_last: bool | None) -> list[np.ndarray]:
     try:
         array = np.asarray(array, dtype=np.float32)
     except (TypeError, ValueError) as error:
         raise DataError(f"{path}: the series are not numbers ({error}).") from error
     if array.ndim == 2:  # (items, steps): one channel
-        array = array[:, None, :]
+        return list(array[:, None, :])
     if array.ndim != 3:
         raise DataError(f"{path}: expected an array of (items, steps) or (items, channels, steps), got shape "
                         f"{array.shape}.")
-    return list(array)
+    return _oriented(list(array), path, channels_last)
 
 
-def _tensor_series(x, path: Path) -> list[np.ndarray]:
+def _oriented(stored: list[np.ndarray], path: Path, channels_last: bool | None) -> list[np.ndarray]:
+    """Multichannel series as ``(channels, steps)``: as stored, or transposed where
+    ``data.channels_last`` says they are ``(steps, channels)``. Unsaid, series that all have more
+    channels than steps are warned of, since a ``(steps, channels)`` array is then the likelier."""
+    if channels_last:
+        return [s.T for s in stored]
+    if channels_last is None and stored and all(s.shape[0] > s.shape[1] for s in stored):
+        log.warning("%s: read as series of %d channels × %d steps, (items, channels, steps) as aeon and sktime "
+                    "store them. If the array is (items, steps, channels), set data.channels_last=true; "
+                    "data.channels_last=false keeps this reading without this warning.", path, *stored[0].shape)
+    return stored
+
+
+def _tensor_series(x, path: Path, channels_last: bool | None) -> list[np.ndarray]:
     """A ``.pt`` file's series: one tensor ``(items, [channels,] steps)``, or a list of tensors
     ``([channels,] steps)``, one per series, of any lengths."""
     if isinstance(x, torch.Tensor):
-        return _as_series(x.float().numpy(), path)
+        return _as_series(x.float().numpy(), path, channels_last)
     if isinstance(x, (tuple, list)) and x and all(isinstance(t, torch.Tensor) and t.dim() in (1, 2) for t in x):
-        return [(t if t.dim() == 2 else t[None]).float().numpy() for t in x]
+        arrays = [t.float().numpy() for t in x]
+        if all(a.ndim == 2 for a in arrays):
+            return _oriented(arrays, path, channels_last)
+        return [a if a.ndim == 2 else a[None] for a in arrays]
     raise DataError(f"{path}: expected a tensor (items, [channels,] steps), a list of ([channels,] steps) tensors, "
                     f"(x, y), or a dict with x and y.")
 
@@ -356,8 +376,8 @@ def _load_numpy(path: Path):
         raise DataError(f"{path} is not a NumPy file numpy can read ({error}).") from error
 
 
-def read_array_file(path: Path, labels_path: Path | None,
-                    label_column: str | int) -> tuple[list[np.ndarray], list[str] | None]:
+def read_array_file(path: Path, labels_path: Path | None, label_column: str | int,
+                    channels_last: bool | None = None) -> tuple[list[np.ndarray], list[str] | None]:
     """Series and labels (``None`` when unlabelled) from one of the ``array-file`` formats."""
     if not path.is_file():
         raise DataError(f"{path} does not exist.")
@@ -367,13 +387,13 @@ def read_array_file(path: Path, labels_path: Path | None,
         ts = read_ts(path)
         series, labels = ts.series, ts.labels
     elif suffix == ".npy":
-        series = _as_series(_load_numpy(path), path)
+        series = _as_series(_load_numpy(path), path, channels_last)
     elif suffix == ".npz":
         arrays = _load_numpy(path)
         x = _pick(arrays, X_KEYS)
         if x is None:
             raise DataError(f"{path} holds {', '.join(arrays)}; name the series array one of {', '.join(X_KEYS)}.")
-        series, y = _as_series(x, path), _pick(arrays, Y_KEYS)
+        series, y = _as_series(x, path, channels_last), _pick(arrays, Y_KEYS)
         labels = None if y is None else [str(v) for v in np.asarray(y).reshape(-1).tolist()]
     elif suffix == ".pt":
         try:
@@ -389,7 +409,7 @@ def read_array_file(path: Path, labels_path: Path | None,
             x, y = loaded  # (x, y)
         else:
             x, y = loaded, None  # a tensor, or a list of series
-        series = _tensor_series(x, path)
+        series = _tensor_series(x, path, channels_last)
         if isinstance(y, torch.Tensor):
             y = y.reshape(-1).tolist()
         labels = None if y is None else [str(v) for v in y]
@@ -474,9 +494,10 @@ def array_file(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
         if getattr(cfg, key) and not Path(getattr(cfg, key)).expanduser().is_file():
             raise DataError(f"data.{key}={getattr(cfg, key)} does not exist (evaluation reads it). Correct the "
                             f"path, or leave data.{key} unset to train without it.")
-    train = read_array_file(Path(cfg.train).expanduser(), label_file("train_labels"), cfg.label_column)
+    train = read_array_file(Path(cfg.train).expanduser(), label_file("train_labels"), cfg.label_column,
+                            cfg.channels_last)
     data = train if split == "train" else read_array_file(Path(cfg.test).expanduser(), label_file("test_labels"),
-                                                          cfg.label_column)
+                                                          cfg.label_column, cfg.channels_last)
     if split != "train" and data[1] is None:
         raise DataError(f"data.test={cfg.test} has no labels: evaluation needs them (inside the file, or "
                         f"data.test_labels=FILE).")
