@@ -188,16 +188,25 @@ def knn_accuracy(train_x, train_y, test_x, test_y, num_classes: int, k: int = 20
     return correct / len(test_x)
 
 
+def require_examples(labels: torch.Tensor, per_class: int, classes: Sequence[str] | None = None) -> None:
+    """A :class:`DataError` naming the smallest class when it has fewer than ``per_class`` examples
+    (by its name where ``classes`` are given)."""
+    present, counts = labels.unique(return_counts=True)
+    if len(counts) and counts.min() < per_class:
+        label, count = int(present[counts.argmin()]), int(counts.min())
+        name = repr(classes[label]) if classes is not None and 0 <= label < len(classes) else str(label)
+        raise DataError(f"Class {name} has only {count} training examples, fewer than eval.labels_per_class="
+                        f"{per_class}. Set eval.labels_per_class={count} or less, or leave it unset for the probe "
+                        f"with all labels and kNN alone.")
+
+
 def few_labels(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
     """Indices of ``per_class`` examples of each class, drawn with a fixed seed."""
+    require_examples(labels, per_class)
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for label in labels.unique():
         members = (labels == label).nonzero().squeeze(1)
-        if len(members) < per_class:
-            raise DataError(f"Class {int(label)} has only {len(members)} training examples, fewer than "
-                            f"eval.labels_per_class={per_class}. Set eval.labels_per_class={len(members)} or "
-                            f"less, or leave it unset for the probe with all labels and kNN alone.")
         chosen.append(members[torch.randperm(len(members), generator=generator)[:per_class]])
     return torch.cat(chosen)
 
@@ -253,10 +262,13 @@ def run_features(cfg: DictConfig,
 
 
 def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                  eval_cfg: DictConfig) -> dict[str, Any]:
+                  eval_cfg: DictConfig, classes: Sequence[str] | None = None) -> dict[str, Any]:
     """The evaluation protocol on any frozen features (an encoder's, or a baseline's): the linear
     probe with all labels, weighted kNN, and with ``labels_per_class`` the probe on that many
-    labels per class (the mean over ``label_draws`` draws); ``protocol`` describes it."""
+    labels per class (the mean over ``label_draws`` draws); ``protocol`` describes it. ``classes``
+    name the labels in errors."""
+    if eval_cfg.labels_per_class is not None:  # said before the probe with all labels, not after it
+        require_examples(train_y, eval_cfg.labels_per_class, classes)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     grid = list(eval_cfg.l2_grid)
     linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, eval_cfg.seed, l2_grid=grid)
@@ -287,8 +299,8 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate the run's encoder (or, with ``eval.init=random``, an untrained one of the same
     config) and write ``eval.json`` (``eval-random.json``)."""
     started = time.perf_counter()
-    train_x, train_y, test_x, test_y, step, _ = run_features(cfg, run_dir)
-    metrics = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval)
+    train_x, train_y, test_x, test_y, step, test_set = run_features(cfg, run_dir)
+    metrics = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval, getattr(test_set, "classes", None))
     protocol = metrics.pop("protocol")
     result: dict[str, Any] = {
         **metrics,

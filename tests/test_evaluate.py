@@ -1,11 +1,13 @@
+import importlib
 import math
 
 import pytest
 import torch
 
+from mmbyol.config import load_config
 from mmbyol.data import evenly_spaced
 from mmbyol.errors import ConfigError, DataError
-from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, knn_neighbours, linear_probe
+from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, knn_neighbours, linear_probe, probe_metrics
 
 
 def blobs(n_per_class=50, classes=4, dim=8, spread=0.3, seed=0):
@@ -83,6 +85,18 @@ def test_few_labels_is_balanced_and_deterministic():
     assert not torch.equal(chosen, few_labels(y, 3, seed=1))
     with pytest.raises(DataError, match="Class 1 has only 2 training examples.*eval.labels_per_class=2 or less"):
         few_labels(torch.tensor([0, 0, 0, 1, 1]), 3, seed=0)
+
+
+def test_too_few_examples_for_the_few_label_probe_name_the_class_before_any_probe_runs(monkeypatch):
+    x, y = blobs(n_per_class=6, classes=3)
+    x, y = x[:-3], y[:-3]  # the last class keeps 3
+    eval_cfg = load_config(["eval.labels_per_class=5"]).eval
+    module = importlib.import_module("mmbyol.evaluate")  # the package's `evaluate` is the function
+    monkeypatch.setattr(module, "linear_probe", lambda *a, **k: pytest.fail("probed before the check"))
+    with pytest.raises(DataError, match="Class 'walk' has only 3 training examples.*labels_per_class=3 or less"):
+        probe_metrics(x, y, x, y, eval_cfg, classes=["run", "sit", "walk"])
+    with pytest.raises(DataError, match="Class 2 has only 3"):  # features without names: the index
+        probe_metrics(x, y, x, y, eval_cfg)
 
 
 def test_few_label_probes_are_one_probe_per_draw_of_the_labels():
