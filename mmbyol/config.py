@@ -343,7 +343,7 @@ NUMBER_RANGES = (
       "search.measurements", "model.hidden_dim", "model.projection_dim", "eval.batch_size", "eval.knn_k"),
      "at least 1", lambda v: v < 1),
     (("trainer.max_steps", "data.limit", "eval.test_limit", "eval.labels_per_class", "search.trial_steps",
-      "search.final_steps"),
+      "search.final_steps", "data.length", "data.window", "data.stride"),
      "at least 1, or null", lambda v: v < 1),
     (("optim.lr", "model.temperature", "eval.knn_temperature", "search.minutes"),
      "more than 0", lambda v: not v > 0),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmbyol import load_encoder
 from mmbyol.config import load_config
 from mmbyol.data import build_dataset
 from mmbyol.errors import ConfigError, DataError
@@ -238,6 +239,28 @@ def test_channels_last_arrays_are_read_as_said_and_a_likely_mistake_is_warned_of
     assert torch.equal(plain.x, expected[:, :1])
 
 
+def test_long_recordings_are_cut_into_windows_labelled_and_grouped_by_their_series(tmp_path, caplog):
+    x = np.arange(3 * 2 * 100, dtype=np.float32).reshape(3, 2, 100)
+    x[1, :, 45:] = np.nan  # a recording of 45 steps, padded
+    x[2, :, 25:] = np.nan  # 25 steps: shorter than a window
+    np.savez(tmp_path / "long.npz", x=x, y=np.array(["walk", "run", "sit"]))
+    base = ["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'long.npz'}", "data.window=30"]
+    with caplog.at_level("WARNING"):
+        windows = build_dataset(load_config([*base, "data.stride=15"]), "train")
+    # recording 0: starts 0, 15, …, 60 (the steps after 90 left out); recording 1: start 0, then 15 ends at 45
+    assert len(windows) == 5 + 2 and windows.groups == [0] * 5 + [1] * 2
+    assert [windows[i][1] for i in range(len(windows))] == [windows.classes.index("walk")] * 5 + [
+        windows.classes.index("run")] * 2
+    assert windows.x.shape == (7, 2, 30) and torch.equal(windows[1][0], torch.from_numpy(x[0, :, 15:45]))
+    assert "1 of 3 series are shorter than data.window=30 steps" in caplog.text
+    apart = build_dataset(load_config(base), "train")  # no stride: windows side by side
+    assert len(apart) == 3 + 1 and torch.equal(apart[2][0], torch.from_numpy(x[0, :, 60:90]))
+    with pytest.raises(ConfigError, match="data.stride=15 needs data.window"):
+        build_dataset(load_config([*base[:-1], "data.stride=15"]), "train")
+    with pytest.raises(ConfigError, match="data.window must be at least 1"):
+        load_config([*base[:-1], "data.window=0"])
+
+
 def test_a_pt_file_may_hold_series_of_different_lengths_as_a_list(tmp_path):
     series, labels = two_shapes(8, (20, 40), seed=0, channels=2)
     torch.save({"x": [torch.from_numpy(s).float() for s in series], "y": labels}, tmp_path / "ragged.pt")
@@ -387,6 +410,19 @@ def test_train_eval_and_views_through_the_cli(ucr_root, tmp_path):
         assert image.width > 400 and image.height > 300
     refused = run_cli("views", "modality=timeseries", *data, "n=4", f"out={tmp_path / 'views.txt'}", check=False)
     assert refused.returncode == 2 and "written as .png files" in refused.stderr and "Traceback" not in refused.stderr
+
+
+@pytest.mark.slow
+def test_windows_of_long_recordings_train_and_evaluate_through_the_cli(tmp_path):
+    for split, n, seed in (("train", 8, 0), ("test", 4, 1)):
+        series, labels = two_shapes(n, (300, 301), seed=seed)
+        np.savez(tmp_path / f"{split}.npz", x=np.stack(series).astype(np.float32), y=np.array(labels))
+    run_dir = tmp_path / "run"
+    run_cli("train", *TS_TINY, "data.name=array-file", f"data.train={tmp_path / 'train.npz'}",
+            f"data.test={tmp_path / 'test.npz'}", "data.window=50", f"run.dir={run_dir}")
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
+    assert (metrics["n_train"], metrics["n_test"]) == (8 * 6, 4 * 6) and metrics["linear_acc"] >= 0.8
+    assert load_encoder(run_dir).metadata["info"]["length"] == 50  # the raw-input encoder takes windows
 
 
 def test_the_docs_own_augmentation_works_from_its_folder_with_the_mmbyol_command(ucr_root, tmp_path):

@@ -7,7 +7,8 @@ the training split's longest. Padding with a mask would keep the sampling rate, 
 augmentation and encoder would have to carry the mask; resampling keeps the batch a plain tensor
 that the generic augmentations act on, and each series' whole course, at the cost of its speed
 (which no development set's classes depend on). Missing values (``?``/NaN) at the end of a series
-shorten it; others become the channel's mean once normalized.
+shorten it; others become the channel's mean once normalized. With ``data.window`` each series is
+cut into windows of that many steps, the items of the split, each labelled and grouped by its series.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ...config import DataConfig
-from ...errors import DataError, did_you_mean
+from ...errors import ConfigError, DataError, did_you_mean
 from ...registry import register_dataset
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class TimeSeriesDataConfig(DataConfig):
     # that gives more channels than steps; false reads the same without the warning
     channels_last: bool | None = None
     length: int | None = None  # every series resampled to this many steps; null: the training split's longest
+    # long recordings as items: each series cut into windows of this many steps (every split, labels and all)
+    window: int | None = None
+    stride: int | None = None  # steps from one window's start to the next; null: the window (no overlap)
 
 
 # ------------------------------------------------------------------------------ the .ts format
@@ -150,7 +154,7 @@ class SeriesSet(Dataset):
     (missing ones aside), which ``prepare`` normalizes with; the run keeps them."""
 
     def __init__(self, series: list[np.ndarray], labels: list[int], classes: list[str], length: int, training: bool,
-                 source: str):
+                 source: str, groups: list[int] | None = None):
         empty = [i for i, s in enumerate(series) if series_length(s) == 0]
         infinite = [i for i, s in enumerate(series) if np.isinf(s).any()]  # an overflow is no value to learn from
         if empty or infinite:
@@ -161,6 +165,8 @@ class SeriesSet(Dataset):
         self.x = (torch.cat([resample(torch.from_numpy(np.ascontiguousarray(series[i], dtype=np.float32))[None],
                                       length) for i in kept]) if kept else torch.empty(0, 1, length))
         self.labels = [labels[i] for i in kept]
+        # windows of one series share its group, so the monitor's kNN asks about other series, as a test does
+        self.groups = None if groups is None else [groups[i] for i in kept]
         self.classes, self.training, self.source = classes, training, source
 
     @cached_property
@@ -200,17 +206,43 @@ def class_names(labels: list[str]) -> list[str]:
         return sorted(distinct)
 
 
+def cut_windows(series: list[np.ndarray], window: int, stride: int,
+                source: str) -> tuple[list[np.ndarray], list[int]]:
+    """Each series' windows of ``window`` steps, one starting every ``stride`` steps (the steps after
+    the last whole window left out), and for each window the index of its series. A series shorter
+    than the window gives none; the log counts them."""
+    windows, origin = [], []
+    for index, one in enumerate(series):
+        steps = series_length(one)
+        for start in range(0, steps - window + 1, stride):
+            windows.append(one[:, start : start + window])
+            origin.append(index)
+    short = sum(series_length(one) < window for one in series)
+    if short:
+        log.warning("%s: %d of %d series are shorter than data.window=%d steps and give no window.", source, short,
+                    len(series), window)
+    return windows, origin
+
+
 def build(train: tuple[list[np.ndarray], list[str] | None], split_data: tuple[list[np.ndarray], list[str] | None],
           declared: list[str], cfg: TimeSeriesDataConfig, split: str, source: str) -> SeriesSet:
-    """A split's :class:`SeriesSet`, its classes and length taken from the training split."""
+    """A split's :class:`SeriesSet`, its classes and length taken from the training split (or its
+    windows, with ``data.window``)."""
     train_series, train_labels = train
     series, labels = split_data
     classes = declared or (class_names(train_labels) if train_labels else [])
     if labels is not None and not classes:
         labels = None  # a labelled test split for an unlabelled training split: nothing to probe with
-    length = cfg.length or max((series_length(s) for s in train_series), default=1)
+    groups = None
+    if cfg.stride and not cfg.window:
+        raise ConfigError(f"data.stride={cfg.stride} needs data.window=STEPS: the stride is how far apart windows "
+                          f"start.")
+    if cfg.window:
+        series, groups = cut_windows(series, cfg.window, cfg.stride or cfg.window, source)
+        labels = None if labels is None else [labels[i] for i in groups]
+    length = cfg.length or cfg.window or max((series_length(s) for s in train_series), default=1)
     indices = label_indices(labels, classes, source) if labels is not None else [-1] * len(series)
-    return SeriesSet(series, indices, classes, length, split == "train", source)
+    return SeriesSet(series, indices, classes, length, split == "train", source, groups)
 
 
 # ------------------------------------------------------------------------------ ucr
