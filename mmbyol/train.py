@@ -193,8 +193,8 @@ def setup(cfg: DictConfig, ranks: Ranks, device: torch.device,
         distributed.barrier(ranks)
     batch_size = cfg.data.batch_size
     if len(dataset) < batch_size:
-        raise DataError(f"The training set has {len(dataset)} items, fewer than data.batch_size={batch_size}. "
-                        f"Lower data.batch_size or add data.")
+        raise DataError(f"The training set has {len(dataset)} item{'' if len(dataset) == 1 else 's'}, fewer than "
+                        f"data.batch_size={batch_size}. Lower data.batch_size or add data.")
     if batch_size % ranks.world:
         raise ConfigError(f"data.batch_size={batch_size} is the global batch and must split evenly over the "
                           f"{ranks.world} processes; use a multiple of {ranks.world}.")

@@ -255,6 +255,10 @@ def test_long_recordings_are_cut_into_windows_labelled_and_grouped_by_their_seri
     assert "1 of 3 series are shorter than data.window=30 steps" in caplog.text
     apart = build_dataset(load_config(base), "train")  # no stride: windows side by side
     assert len(apart) == 3 + 1 and torch.equal(apart[2][0], torch.from_numpy(x[0, :, 60:90]))
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # 3 series cannot fill a batch: the warning points to the windows
+        build_dataset(load_config(base[:-1]), "train")
+    assert "3 series, fewer than a batch of 32. If they are long recordings, data.window=STEPS" in caplog.text
     with pytest.raises(ConfigError, match="data.stride=15 needs data.window"):
         build_dataset(load_config([*base[:-1], "data.stride=15"]), "train")
     with pytest.raises(ConfigError, match="data.window must be at least 1"):

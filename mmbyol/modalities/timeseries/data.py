@@ -240,6 +240,9 @@ def build(train: tuple[list[np.ndarray], list[str] | None], split_data: tuple[li
     if cfg.window:
         series, groups = cut_windows(series, cfg.window, cfg.stride or cfg.window, source)
         labels = None if labels is None else [labels[i] for i in groups]
+    elif split == "train" and len(series) < cfg.batch_size:  # said beside the error the run stops with
+        log.warning("%s: %d series, fewer than a batch of %d. If they are long recordings, data.window=STEPS cuts "
+                    "each into windows, the items to train on.", source, len(series), cfg.batch_size)
     length = cfg.length or cfg.window or max((series_length(s) for s in train_series), default=1)
     indices = label_indices(labels, classes, source) if labels is not None else [-1] * len(series)
     return SeriesSet(series, indices, classes, length, split == "train", source, groups)
