@@ -151,8 +151,9 @@ def write_onnx(encoder: nn.Module, meta: dict[str, Any], out: Path) -> tuple[dic
     module = module.eval().to(memory_format=torch.contiguous_format)
     inputs = INPUTS[name]
     batch = torch.export.Dim("batch", min=1)
+    variable = {} if info.get("window") else VARIABLE_AXES[name]  # a run on windows takes their one length
     shapes = tuple({0: batch, **{axis: torch.export.Dim(label, min=least)
-                                 for axis, (label, least) in VARIABLE_AXES[name].items()}} for _ in inputs)
+                                 for axis, (label, least) in variable.items()}} for _ in inputs)
     path = out / "encoder.onnx"
     try:  # the exporter's progress lines go to stderr: stdout is the command's answer
         with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
@@ -197,6 +198,9 @@ def _describe_inputs(name: str, info: dict[str, Any]) -> dict[str, str]:
     if name == "audio":
         return {"waveforms": f"float32 (batch, samples), mono at {info['sample_rate']} Hz, any length of 512 or "
                              f"more samples (training clips: {info['clip_samples']})"}
+    if name == "timeseries" and info.get("window"):
+        return {"series": f"float32 (batch, {info['channels']}, {info['window']}), raw values, NaN for missing: "
+                          f"windows of {info['window']} steps, as the run cut its series into (data.window)"}
     if name == "timeseries":
         return {"series": f"float32 (batch, {info['channels']}, steps), raw values, NaN for missing; any number of "
                           f"steps, shorter series padded with NaN at the end (each is resampled to the training "

@@ -12,6 +12,7 @@ from mmbyol import load_encoder
 from mmbyol.config import load_config
 from mmbyol.data import build_dataset
 from mmbyol.errors import ConfigError, DataError
+from mmbyol.evaluate import load_eval_config
 from mmbyol.modalities.base import build_encoder
 from mmbyol.modalities.timeseries import SeriesFrontEnd, prepare_series
 from mmbyol.modalities.timeseries.data import packaged_ucr_folders, read_ts, resample
@@ -214,7 +215,7 @@ def test_channels_last_arrays_are_read_as_said_and_a_likely_mistake_is_warned_of
     np.savez(tmp_path / "last.npz", x=last, y=np.array(labels))
     torch.save({"x": torch.from_numpy(last), "y": labels}, tmp_path / "last.pt")
     torch.save({"x": [torch.from_numpy(s.T.copy()) for s in series], "y": labels}, tmp_path / "ragged.pt")
-    base = ["modality=timeseries", "data.name=array-file"]
+    base = ["modality=timeseries", "data.name=array-file", "data.batch_size=4"]  # 6 series fill a batch
     expected = build_dataset(load_config([*base, f"data.train={tmp_path / 'first.npy'}"]), "train").x
     for name in ("last.npz", "last.pt", "ragged.pt"):
         caplog.clear()
@@ -426,7 +427,16 @@ def test_windows_of_long_recordings_train_and_evaluate_through_the_cli(tmp_path)
             f"data.test={tmp_path / 'test.npz'}", "data.window=50", f"run.dir={run_dir}")
     metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
     assert (metrics["n_train"], metrics["n_test"]) == (8 * 6, 4 * 6) and metrics["linear_acc"] >= 0.8
-    assert load_encoder(run_dir).metadata["info"]["length"] == 50  # the raw-input encoder takes windows
+    assert load_encoder(run_dir).metadata["info"]["window"] == 50
+    raw = load_encoder(run_dir, raw_input=True)  # takes windows, and says how to cut a recording into them
+    recordings = torch.from_numpy(np.load(tmp_path / "test.npz")["x"][:2])  # (2, 2, 300)
+    with pytest.raises(DataError, match=r"windows of 50 steps .data.window.; got series of 300. .*unfold\(2, 50"):
+        raw(recordings)
+    windows = recordings.unfold(2, 50, 50).transpose(1, 2).flatten(0, 1)  # as the error says
+    test_windows = build_dataset(load_eval_config(run_dir, []), "test").x[:12]  # the items the run evaluated
+    assert torch.equal(windows, test_windows)
+    with torch.no_grad():
+        assert torch.equal(raw(windows), raw(test_windows))
 
 
 def test_the_docs_own_augmentation_works_from_its_folder_with_the_mmbyol_command(ucr_root, tmp_path):

@@ -28,11 +28,13 @@ class SeriesFrontEnd(nn.Module):
     """Raw series ``(B, channels, steps)``, any number of steps, shorter ones padded with NaN at
     the end, made what the encoder trained on: each resampled to the run's length as the data
     sets do (:func:`~.data.resample`), each channel normalized with the training split's mean and
-    std, a missing value (NaN) then 0, the channel's mean."""
+    std, a missing value (NaN) then 0, the channel's mean. A run on windows of long series
+    (``data.window``) takes windows of that many steps: a series of another length is an error, not
+    squeezed or stretched."""
 
     def __init__(self, info: dict):
         super().__init__()
-        self.length = info["length"]
+        self.length, self.window = info["length"], info.get("window")
         self.register_buffer("mean", torch.tensor(info["mean"], dtype=torch.float32).view(1, -1, 1))
         self.register_buffer("std", torch.tensor(info["std"], dtype=torch.float32).view(1, -1, 1))
 
@@ -44,6 +46,11 @@ class SeriesFrontEnd(nn.Module):
                    f"channels.")
             raise InputShapeError(f"expected series (batch, {channels} channels, steps), as the run trained on; got "
                                   f"shape {tuple(series.shape)}. {fix}")
+        if self.window and series.shape[2] != self.window and not torch.compiler.is_compiling():
+            w = self.window
+            raise InputShapeError(f"the run trained on windows of {w} steps (data.window); got series of "
+                                  f"{series.shape[2]}. Cut them into windows first: series.unfold(2, {w}, STRIDE)"
+                                  f".transpose(1, 2).flatten(0, 1) gives (batch × windows, {channels}, {w}).")
         return self.normalize(resample(series.to(self.mean.device, non_blocking=True).float(), self.length))
 
     def normalize(self, series: torch.Tensor) -> torch.Tensor:

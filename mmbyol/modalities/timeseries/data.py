@@ -154,7 +154,7 @@ class SeriesSet(Dataset):
     (missing ones aside), which ``prepare`` normalizes with; the run keeps them."""
 
     def __init__(self, series: list[np.ndarray], labels: list[int], classes: list[str], length: int, training: bool,
-                 source: str, groups: list[int] | None = None):
+                 source: str, groups: list[int] | None = None, window: int | None = None):
         empty = [i for i, s in enumerate(series) if series_length(s) == 0]
         infinite = [i for i, s in enumerate(series) if np.isinf(s).any()]  # an overflow is no value to learn from
         if empty or infinite:
@@ -167,11 +167,13 @@ class SeriesSet(Dataset):
         self.labels = [labels[i] for i in kept]
         # windows of one series share its group, so the monitor's kNN asks about other series, as a test does
         self.groups = None if groups is None else [groups[i] for i in kept]
-        self.classes, self.training, self.source = classes, training, source
+        self.classes, self.training, self.source, self.window = classes, training, source, window
 
     @cached_property
     def info(self) -> dict:
         info = {"channels": self.x.shape[1], "length": self.x.shape[2]}
+        if self.window:
+            info["window"] = self.window  # the encoder takes windows, not whole recordings
         if self.training:
             values = self.x.transpose(0, 1).reshape(self.x.shape[1], -1).double()
             mean = values.nanmean(dim=1)
@@ -245,7 +247,7 @@ def build(train: tuple[list[np.ndarray], list[str] | None], split_data: tuple[li
                     "each into windows, the items to train on.", source, len(series), cfg.batch_size)
     length = cfg.length or cfg.window or max((series_length(s) for s in train_series), default=1)
     indices = label_indices(labels, classes, source) if labels is not None else [-1] * len(series)
-    return SeriesSet(series, indices, classes, length, split == "train", source, groups)
+    return SeriesSet(series, indices, classes, length, split == "train", source, groups, cfg.window)
 
 
 # ------------------------------------------------------------------------------ ucr
