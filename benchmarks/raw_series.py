@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
     cfg = load_eval_config(args.run_dir, [])
+    if cfg.get("modality") == "timeseries" and cfg.data.window:
+        raise SystemExit(f"{args.run_dir}: a run on windows (data.window) takes windows of one length, not raw "
+                         f"series of their own lengths: there is nothing to compare")
     if cfg.data.name == "ucr":
         raw = read_archive_file(split_file(ucr_sets(cfg.data.root)[cfg.data.set], "test")).series
     elif cfg.data.name == "array-file" and cfg.data.test:

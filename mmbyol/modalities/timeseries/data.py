@@ -213,13 +213,13 @@ def cut_windows(series: list[np.ndarray], window: int, stride: int,
     """Each series' windows of ``window`` steps, one starting every ``stride`` steps (the steps after
     the last whole window left out), and for each window the index of its series. A series shorter
     than the window gives none; the log counts them."""
-    windows, origin = [], []
+    windows, origin, short = [], [], 0
     for index, one in enumerate(series):
         steps = series_length(one)
+        short += steps < window
         for start in range(0, steps - window + 1, stride):
             windows.append(one[:, start : start + window])
             origin.append(index)
-    short = sum(series_length(one) < window for one in series)
     if short:
         log.warning("%s: %d of %d series are shorter than data.window=%d steps and give no window.", source, short,
                     len(series), window)
