@@ -68,6 +68,18 @@ def split_memory(labels: torch.Tensor, groups: list[Any] | None = None) -> torch
     return memory
 
 
+def noise_note(knn: float, start: float, queries: int) -> str:
+    """A sentence for a warning whose shortfall is under two standard errors of an accuracy on
+    ``queries`` items (binomial, at the start's accuracy), where one slice's draw could make it;
+    else nothing."""
+    error = math.sqrt(start * (1 - start) / max(queries, 1))
+    if start - knn >= 2 * error:
+        return ""
+    return (f" The shortfall, {100 * (start - knn):.1f} points, is under two standard errors of a kNN on "
+            f"{queries} queries ({100 * error:.1f} points each): it may be noise. A larger slice "
+            f"(trainer.monitor_items) or the test split tells more.")
+
+
 class Monitor:
     """kNN accuracy and RankMe of an encoder's features on a validation slice of the training
     split, read once (as evaluation reads items: no random crop, no per-view noise)."""
@@ -140,7 +152,8 @@ class Monitor:
             log.warning("MONITOR WARNING at step %d of %d: kNN accuracy on the validation slice is %.1f%%, below the "
                         "untrained encoder's %.1f%% at step 0. BYOL is making these features worse for these labels: "
                         "the augmentations likely remove what the labels depend on. Find a better pair with "
-                        "`mmbyol search` (docs/monitor.md).", step, total_steps, 100 * knn, 100 * knn_start)
+                        "`mmbyol search` (docs/monitor.md).%s", step, total_steps, 100 * knn, 100 * knn_start,
+                        noise_note(knn, knn_start, int(self.queries.sum())))
         return {**result, **start}
 
     def restore(self, metrics_path: Path) -> None:

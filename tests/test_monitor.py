@@ -10,7 +10,7 @@ import torch
 
 import mmbyol.data
 from mmbyol.config import load_config
-from mmbyol.monitor import Monitor, monitor_every, split_memory
+from mmbyol.monitor import Monitor, monitor_every, noise_note, split_memory
 from mmbyol.train import train
 
 from .conftest import TINY, run_cli
@@ -99,7 +99,7 @@ def test_monitoring_does_not_change_the_course_of_training(tmp_path, fashion_mni
 
 
 def test_warns_when_past_half_the_run_byol_is_below_its_start(tmp_path, fashion_mnist, monkeypatch, caplog):
-    knn = iter([0.8, 0.9, 0.7, 0.6])  # steps 0, 2, 4, 6: below the start at 4 and 6, past half (3)
+    knn = iter([0.8, 0.9, 0.79, 0.6])  # steps 0, 2, 4, 6: below the start at 4 and 6, past half (3)
 
     def measure(self, encoder):
         self.seconds += 0.0
@@ -109,7 +109,19 @@ def test_warns_when_past_half_the_run_byol_is_below_its_start(tmp_path, fashion_
     with caplog.at_level(logging.WARNING, logger="mmbyol"):
         train(config(tmp_path, "run"))
     warnings = [r.getMessage() for r in caplog.records if "MONITOR WARNING" in r.getMessage()]
-    assert len(warnings) == 2 and "step 4 of 6" in warnings[0] and "70.0%" in warnings[0] and "80.0%" in warnings[0]
+    assert len(warnings) == 2 and "step 4 of 6" in warnings[0] and "79.0%" in warnings[0] and "80.0%" in warnings[0]
+    assert "The shortfall, 1.0 points, is under two standard errors" in warnings[0]  # a point of a small slice
+    assert "60.0%" in warnings[1] and "shortfall" not in warnings[1]  # 20 points is no slice's noise
+
+
+def test_the_noise_of_the_slice_is_two_binomial_standard_errors():
+    assert noise_note(0.74, 0.80, 100) == (" The shortfall, 6.0 points, is under two standard errors of a kNN on 100 "
+                                           "queries (4.0 points each): it may be noise. A larger slice "
+                                           "(trainer.monitor_items) or the test split tells more.")
+    assert noise_note(0.70, 0.80, 100) == ""  # 10 points: more than two errors of 4
+    assert noise_note(0.75, 0.80, 400) == ""  # 2 points each: 5 is more than two
+    assert noise_note(0.77, 0.80, 400) != ""  # and 3 is less
+    assert noise_note(0.79, 0.80, 0) != ""  # no queries: any shortfall may be noise
 
 
 def test_resumed_run_keeps_its_step_zero_reference(tmp_path, fashion_mnist, monkeypatch):
