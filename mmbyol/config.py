@@ -107,6 +107,9 @@ class SearchConfig:
     measurements: int = 5  # monitor measurements per trial: the pruner's intermediate values
     finalists: int = 1  # the best trials trained again, with the configured pair, in a final round; 0: none
     final_steps: int | None = None  # BYOL steps in the final round; null: 2 trials' length, at most the run's
+    # how far a finalist must lead the configured pair in the final round to replace it in best.yaml, in
+    # standard errors of the slice's kNN (binomial, on its queries); 0: any lead. RankMe: any lead
+    margin: float = 2.0
     objective: str = "auto"  # auto (knn for labelled data, else rank) | knn | rank
     pruner: str = "hyperband"  # hyperband | median | none
     storage: str | None = None  # an Optuna storage URL; null: sqlite:///RUN_DIR/study.db
@@ -348,7 +351,7 @@ NUMBER_RANGES = (
     (("optim.lr", "model.temperature", "eval.knn_temperature", "search.minutes"),
      "more than 0", lambda v: not v > 0),
     (("optim.weight_decay", "optim.warmup_epochs", "optim.trust_coefficient", "data.num_workers",
-      "trainer.monitor_every", "trainer.monitor_items", "search.finalists"),
+      "trainer.monitor_every", "trainer.monitor_items", "search.finalists", "search.margin"),
      "0 or more", lambda v: v < 0),
 )
 

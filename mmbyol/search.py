@@ -10,8 +10,10 @@ others must beat; the untrained encoder (every trial's step 0) is the other.
 
 Short trials can rank recipes differently from full runs (a pair that learns fast may be passed
 later), so a final round trains the ``search.finalists`` best recipes and the configured pair
-again for ``search.final_steps`` (default twice a trial) and ``best.yaml`` is the best of that round: at its length the
-search recommends the configured pair rather than a recipe that measured worse.
+again for ``search.final_steps`` (default twice a trial) and ``best.yaml`` is the best of that round,
+except that the configured pair stays unless a finalist leads it by more than ``search.margin``
+standard errors of the slice's kNN: the search recommends neither a recipe that measured worse nor
+one whose lead one draw of the slice could make.
 
 Trials live in an Optuna storage (SQLite in the search directory by default): a search resumes
 after a crash with ``resume=auto``, several processes can work on one study, and
@@ -396,7 +398,8 @@ def search(cfg: DictConfig) -> Path:
         bar.close()
         if _finished(study):
             write_report(study, cfg, where, final)
-    best, refs = chosen_trial(study, final), reference_values(study)
+    margin = final_margin(cfg, study, final)
+    best, refs = chosen_trial(study, final, margin), reference_values(study)
     if best is not None:
         number = best.user_attrs.get("of", best.number)
         in_final = "of" in best.user_attrs
@@ -404,6 +407,9 @@ def search(cfg: DictConfig) -> Path:
                  " (the configured pair)" if best.user_attrs.get("reference") else "", key.removeprefix("monitor_"),
                  best.value, f" in the final round, at {best.user_attrs['steps']} steps" if in_final else "",
                  _fmt(refs["untrained"]), _fmt(refs["configured"]), where / "best.yaml")
+        held = held_note(cfg, study, final, margin)
+        if held:
+            log.info(held)
         if below_untrained(best.value, refs, key):
             log.warning("the recipe in best.yaml measured below the untrained encoder on the validation slice "
                         "(%s). %s", _below_untrained_figures(best.value, refs), BELOW_UNTRAINED_ADVICE)
@@ -487,13 +493,47 @@ def final_trials(final, steps: int | None = None) -> list:
             if "of" in t.user_attrs and (steps is None or t.user_attrs["steps"] == steps)]
 
 
-def chosen_trial(study, final):
-    """What best.yaml holds: the final round's best once it has compared the configured pair with
-    another finalist, else the exploration's best."""
+def final_pair(final) -> tuple[Any, Any]:
+    """The final round's configured pair and its best other finalist, at the round's length (each
+    ``None`` until trained)."""
     done = final_trials(final, final.user_attrs.get("final_steps") if final is not None else None)
-    if len(done) >= 2 and any(t.user_attrs.get("reference") for t in done):
-        return max(done, key=lambda t: t.value)
-    return best_trial(study)
+    configured = next((t for t in done if t.user_attrs.get("reference")), None)
+    challenger = max((t for t in done if not t.user_attrs.get("reference")), key=lambda t: t.value, default=None)
+    return configured, challenger
+
+
+def chosen_trial(study, final, margin: float = 0.0):
+    """What best.yaml holds: once the final round has compared the configured pair with another
+    finalist, the challenger if it leads the configured pair by more than ``margin``, else the
+    configured pair; before, the exploration's best."""
+    configured, challenger = final_pair(final)
+    if configured is None or challenger is None:
+        return best_trial(study)
+    return challenger if challenger.value - configured.value > margin else configured
+
+
+def final_margin(cfg: DictConfig, study, final) -> float:
+    """The lead a finalist needs over the configured pair: ``search.margin`` binomial standard
+    errors of the slice's kNN at the configured pair's final-round value, on the slice's queries
+    (0 for RankMe, which is no accuracy)."""
+    configured, _ = final_pair(final)
+    queries = (study.user_attrs.get("slice") or {}).get("queries")
+    if study.user_attrs.get("objective", "monitor_knn") != "monitor_knn" or configured is None or not queries:
+        return 0.0
+    return cfg.search.margin * math.sqrt(configured.value * (1 - configured.value) / queries)
+
+
+def held_note(cfg: DictConfig, study, final, margin: float) -> str:
+    """When the configured pair keeps best.yaml though a finalist led it, by how much and against
+    what margin; else nothing."""
+    configured, challenger = final_pair(final)
+    if configured is None or challenger is None or not 0 < challenger.value - configured.value <= margin:
+        return ""
+    queries = (study.user_attrs.get("slice") or {}).get("queries")
+    return (f"trial {challenger.user_attrs['of']} led the configured pair by "
+            f"{100 * (challenger.value - configured.value):.1f} points in the final round, within search.margin: "
+            f"{100 * margin:.1f} points, {cfg.search.margin:g} standard errors of a kNN on {queries} queries. "
+            f"best.yaml keeps the configured pair: the lead could be one draw of the slice.")
 
 
 def _finished(study) -> int:
@@ -589,7 +629,8 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     key = study.user_attrs.get("objective", "monitor_knn")
     refs = reference_values(study)
-    best = chosen_trial(study, final)
+    margin = final_margin(cfg, study, final)
+    best = chosen_trial(study, final, margin)
     final_steps = final.user_attrs.get("final_steps") if final is not None else None
     finals = sorted(({"trial": t.user_attrs["of"], "value": t.value, "steps": t.user_attrs["steps"],
                       "reference": t.user_attrs.get("reference"),
@@ -620,7 +661,7 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
               "best_value": best.value if best else None,
               "below_untrained": below_untrained(best.value if best else None, refs, key),
               "best": best.user_attrs.get("of", best.number) if best else None, "importances": importances,
-              "trials": ranked, "final_steps": final_steps, "final": finals}
+              "trials": ranked, "final_steps": final_steps, "final": finals, "margin": margin}
     _atomic_write(where / "report.json", json.dumps(report, indent=1) + "\n")
     if best is not None:
         what = key.removeprefix("monitor_")
@@ -660,7 +701,10 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
     if report["final"]:
         lines += ["", f"## Final round: {report['final_steps']} steps each", "",
                   "Short trials can rank recipes otherwise than longer training does, so the best trials and the "
-                  "configured pair are trained again for longer; best.yaml is the best of this round.", "",
+                  "configured pair are trained again for longer. best.yaml is the best of this round, but a finalist "
+                  "replaces the configured pair only with a lead of more than search.margin"
+                  + (f" ({100 * report['margin']:.1f} points: {cfg.search.margin:g} standard errors of a kNN on "
+                     f"{measured.get('queries')} queries)" if report.get("margin") else "") + ".", "",
                   "| trial | value | value in its trial | seconds |", "|---|---|---|---|"]
         short = {r["trial"]: r["value"] for r in report["trials"]}
         for r in report["final"]:

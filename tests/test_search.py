@@ -17,6 +17,7 @@ import yaml
 
 import mmbyol.search as search_module
 from mmbyol.config import load_config
+from mmbyol.errors import ConfigError
 from mmbyol.search import best_config, candidates, configured_recipe, final_steps, suggest_recipe, with_recipe
 
 from .conftest import TINY, run_cli
@@ -123,6 +124,36 @@ def test_best_yaml_takes_the_final_round_only_once_it_has_compared_the_configure
     assert chosen.value == 0.9 and chosen.user_attrs["reference"] == "configured"  # the longer run decides
     final.set_user_attr("final_steps", 30)
     assert chosen_trial(study, final).value == 0.7  # a round at another length is not compared with this one
+
+
+def test_a_finalist_replaces_the_configured_pair_only_with_a_lead_beyond_the_slices_noise():
+    from mmbyol.search import chosen_trial, final_margin, held_note
+
+    def trial(value, **attrs):
+        return optuna.trial.create_trial(value=value, user_attrs=attrs)
+
+    study, final = optuna.create_study(direction="maximize"), optuna.create_study(direction="maximize")
+    study.set_user_attr("slice", {"items": 200, "queries": 100})
+    study.add_trial(trial(0.5, reference="configured"))
+    study.add_trial(trial(0.7))
+    final.set_user_attr("final_steps", 20)
+    final.add_trial(trial(0.5, of=0, steps=20, reference="configured"))
+    final.add_trial(trial(0.58, of=1, steps=20))
+    cfg = load_config([])
+    margin = final_margin(cfg, study, final)
+    assert margin == pytest.approx(2 * math.sqrt(0.5 * 0.5 / 100))  # 10 points: two errors of 5 on 100 queries
+    assert chosen_trial(study, final, margin).user_attrs["reference"] == "configured"  # 8 points: within
+    assert held_note(cfg, study, final, margin) == (
+        "trial 1 led the configured pair by 8.0 points in the final round, within search.margin: 10.0 points, 2 "
+        "standard errors of a kNN on 100 queries. best.yaml keeps the configured pair: the lead could be one draw of "
+        "the slice.")
+    assert chosen_trial(study, final, final_margin(load_config(["search.margin=0"]), study, final)).value == 0.58
+    final.add_trial(trial(0.61, of=2, steps=20))
+    assert chosen_trial(study, final, margin).value == 0.61 and held_note(cfg, study, final, margin) == ""
+    study.set_user_attr("objective", "monitor_rank")  # RankMe is no accuracy: any lead
+    assert final_margin(cfg, study, final) == 0.0
+    with pytest.raises(ConfigError, match="search.margin must be 0 or more"):
+        load_config(["search.margin=-1"])
 
 
 @pytest.mark.parametrize("best, below", [(0.60, True), (0.64, False), (0.70, False)])
