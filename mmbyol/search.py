@@ -45,7 +45,7 @@ from .config import load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
 from .modalities.base import get_modality
-from .monitor import Monitor, monitor_from_config
+from .monitor import Monitor, monitor_from_config, noise_note
 from .runtime import autocast_context, resolve_device
 
 log = logging.getLogger("mmbyol.search")
@@ -411,8 +411,8 @@ def search(cfg: DictConfig) -> Path:
         if held:
             log.info(held)
         if below_untrained(best.value, refs, key):
-            log.warning("the recipe in best.yaml measured below the untrained encoder on the validation slice "
-                        "(%s). %s", _below_untrained_figures(best.value, refs), BELOW_UNTRAINED_ADVICE)
+            log.warning("the recipe in best.yaml measured below the untrained encoder on the validation slice %s",
+                        _below_untrained_text(best.value, refs, (study.user_attrs.get("slice") or {}).get("queries")))
     return where
 
 
@@ -426,8 +426,10 @@ def below_untrained(value: float | None, refs: dict[str, Any], key: str) -> bool
     return key == "monitor_knn" and None not in (value, refs["untrained"]) and value < refs["untrained"]
 
 
-def _below_untrained_figures(value: float, refs: dict[str, Any]) -> str:
-    return f"{_fmt(value)} against {_fmt(refs['untrained'])}"
+def _below_untrained_text(value: float, refs: dict[str, Any], queries: int | None) -> str:
+    """The figures, the advice, and whether the shortfall is within the slice's noise."""
+    noise = noise_note(value, refs["untrained"], queries) if queries else ""
+    return f"({_fmt(value)} against {_fmt(refs['untrained'])}). {BELOW_UNTRAINED_ADVICE}{noise}"
 
 
 def finalists(cfg: DictConfig, study) -> list:
@@ -697,7 +699,7 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
         lines.append(f"| best trial (trial {top['trial']}) | {_fmt(top['value'])} |")
     if report.get("below_untrained"):
         lines += ["", f"**The recipe in best.yaml (trial {report['best']}) measured below the untrained encoder** "
-                  f"({_below_untrained_figures(report['best_value'], refs)}). {BELOW_UNTRAINED_ADVICE}"]
+                  + _below_untrained_text(report["best_value"], refs, measured.get("queries"))]
     if report["final"]:
         lines += ["", f"## Final round: {report['final_steps']} steps each", "",
                   "Short trials can rank recipes otherwise than longer training does, so the best trials and the "

@@ -175,6 +175,9 @@ def test_the_report_says_when_the_recipe_found_measured_below_the_untrained_enco
     text = (tmp_path / "report.md").read_text()
     assert "50 training items, 25 of them queries of the kNN" in text
     assert ("measured below the untrained encoder** (0.6000 against 0.6400)" in text) is below
+    # 25 queries at 64%: a standard error of 9.6 points, so 4 points short may be noise, and 34 may not
+    assert ("4.0 points, is under two standard errors of a kNN on 25 queries (9.6 points each)" in text) is below
+    assert "may be noise" not in search_module._below_untrained_text(0.30, {"untrained": 0.64}, 25)
 
 
 def test_a_finalist_queued_by_two_processes_at_once_trains_once(tmp_path):
