@@ -686,7 +686,10 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
     what = report["objective"].removeprefix("monitor_")
     refs = report["references"]
     measured = report["slice"] or {"items": cfg.trainer.monitor_items}
-    queries = f", {measured['queries']} of them queries of the kNN" if what == "knn" and "queries" in measured else ""
+    queries = (f", {measured['queries']} of them queries of the kNN, whose accuracy has a standard error of up to "
+               f"{50 / math.sqrt(max(measured['queries'], 1)):.1f} points: differences between trials smaller than "
+               f"about twice that may be one draw of the slice"
+               if what == "knn" and "queries" in measured else "")
     lines = [f"# mmbyol search: {cfg.modality} / {cfg.data.name}", "",
              f"Objective: {'kNN accuracy' if what == 'knn' else 'RankMe'} on the validation slice "
              f"({measured['items']} training items{queries}; the test split is never read) after "

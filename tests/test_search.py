@@ -173,7 +173,7 @@ def test_the_report_says_when_the_recipe_found_measured_below_the_untrained_enco
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["best"] == 1 and report["below_untrained"] is below
     text = (tmp_path / "report.md").read_text()
-    assert "50 training items, 25 of them queries of the kNN" in text
+    assert "50 training items, 25 of them queries of the kNN, whose accuracy has a standard error of up to 10.0" in text
     assert ("measured below the untrained encoder** (0.6000 against 0.6400)" in text) is below
     # 25 queries at 64%: a standard error of 9.6 points, so 4 points short may be noise, and 34 may not
     assert ("4.0 points, is under two standard errors of a kNN on 25 queries (9.6 points each)" in text) is below
