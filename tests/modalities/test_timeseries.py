@@ -260,6 +260,8 @@ def test_long_recordings_are_cut_into_windows_labelled_and_grouped_by_their_seri
     with caplog.at_level("WARNING"):  # 3 series cannot fill a batch: the warning points to the windows
         build_dataset(load_config(base[:-1]), "train")
     assert "3 series, fewer than a batch of 32. If they are long recordings, data.window=STEPS" in caplog.text
+    with pytest.raises(DataError, match=r"no series is as long as data.window=101 steps \(the longest has 100\)"):
+        build_dataset(load_config([*base[:-1], "data.window=101"]), "train")
     with pytest.raises(ConfigError, match="data.stride=15 needs data.window"):
         build_dataset(load_config([*base[:-1], "data.stride=15"]), "train")
     with pytest.raises(ConfigError, match="data.window must be at least 1"):

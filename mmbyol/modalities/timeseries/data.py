@@ -220,6 +220,10 @@ def cut_windows(series: list[np.ndarray], window: int, stride: int,
         for start in range(0, steps - window + 1, stride):
             windows.append(one[:, start : start + window])
             origin.append(index)
+    if series and not windows:
+        longest = max(series_length(one) for one in series)
+        raise DataError(f"{source}: no series is as long as data.window={window} steps (the longest has {longest}). "
+                        f"Set data.window={longest} or less.")
     if short:
         log.warning("%s: %d of %d series are shorter than data.window=%d steps and give no window.", source, short,
                     len(series), window)
