@@ -148,6 +148,23 @@ def series_length(series: np.ndarray) -> int:
     return int(present[-1]) + 1 if len(present) else 0
 
 
+def resampled(series: list[np.ndarray], length: int) -> torch.Tensor:
+    """``(items, channels, length)``: each series resampled to ``length`` steps, those of one shape in
+    one call (a set of equal lengths, or windows, in one)."""
+    if not series:
+        return torch.empty(0, 1, length)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for index, one in enumerate(series):
+        by_shape.setdefault(one.shape, []).append(index)
+    out: list[torch.Tensor] = [torch.empty(0)] * len(series)
+    for indices in by_shape.values():
+        batch = resample(torch.from_numpy(np.stack([series[i] for i in indices]).astype(np.float32, copy=False)),
+                         length)
+        for row, index in zip(batch, indices):
+            out[index] = row
+    return torch.stack(out)
+
+
 class SeriesSet(Dataset):
     """Series as ``(channels, length)`` float tensors with labels (-1 when unlabelled). ``info``
     holds the shape and, for a training split, each channel's mean and std over its values
@@ -162,8 +179,7 @@ class SeriesSet(Dataset):
                                                       ((empty, "no values"), (infinite, "infinite values")) if found),
                         source)
         kept = sorted(set(range(len(series))) - set(empty) - set(infinite))
-        self.x = (torch.cat([resample(torch.from_numpy(np.ascontiguousarray(series[i], dtype=np.float32))[None],
-                                      length) for i in kept]) if kept else torch.empty(0, 1, length))
+        self.x = resampled([series[i] for i in kept], length)
         self.labels = [labels[i] for i in kept]
         # windows of one series share its group, so the monitor's kNN asks about other series, as a test does
         self.groups = None if groups is None else [groups[i] for i in kept]
