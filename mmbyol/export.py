@@ -158,6 +158,8 @@ def write_onnx(encoder: nn.Module, meta: dict[str, Any], out: Path) -> tuple[dic
     try:  # the exporter's progress lines go to stderr: stdout is the command's answer
         with torch.no_grad(), contextlib.redirect_stdout(sys.stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # two inputs sharing the batch and token axes is what the text model means, not a fault
+            warnings.filterwarnings("ignore", message=r"# The axis name: \w+ will not be used", category=UserWarning)
             torch.onnx.export(module, _example(name, info, 2), str(path), dynamo=True, input_names=inputs,
                               output_names=["features"], dynamic_shapes=shapes, external_data=False,
                               verbose=False)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -107,7 +108,10 @@ def test_onnx_takes_raw_input_and_matches_the_encoder(runs, modality, monkeypatc
 
 
 def test_onnx_text_from_the_exported_tokenizer(runs, monkeypatch):
-    folder = run_export(runs["text"], "onnx")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        folder = run_export(runs["text"], "onnx")
+    assert not [w for w in caught if "will not be used" in str(w.message)]  # the shared axes are meant
     texts = ["a small dog that hunts by scent and barks at night", "music", "the act of writing a letter"]
     monkeypatch.chdir(folder)
     scope = {"texts": texts}
@@ -115,6 +119,24 @@ def test_onnx_text_from_the_exported_tokenizer(runs, monkeypatch):
     raw = load_encoder(runs["text"], raw_input=True)
     with torch.no_grad():
         np.testing.assert_allclose(scope["features"], raw(texts).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_onnx_of_a_run_on_windows_takes_windows(tmp_path):
+    series = np.random.default_rng(0).normal(size=(6, 2, 120)).astype(np.float32)
+    np.savez(tmp_path / "long.npz", x=series, y=np.arange(6) % 2)
+    run_dir = train(load_config(["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'long.npz'}",
+                                 "data.window=40", "data.batch_size=8", "trainer.progress=false", "device=cpu",
+                                 "model.hidden_dim=32", "model.projection_dim=16", *STEPS,
+                                 f"run.dir={tmp_path / 'run'}"]))
+    folder = run_export(run_dir, "onnx")
+    runtime = onnxruntime.InferenceSession(str(folder / "encoder.onnx"))
+    assert runtime.get_inputs()[0].shape[1:] == [2, 40]  # one length, the window's
+    raw = load_encoder(run_dir, raw_input=True)
+    windows = torch.from_numpy(series[:2]).unfold(2, 40, 40).transpose(1, 2).flatten(0, 1)
+    with torch.no_grad():
+        np.testing.assert_allclose(runtime.run(None, {"series": windows.numpy()})[0], raw(windows).numpy(),
+                                   rtol=1e-4, atol=1e-4)
+    assert "windows of 40 steps" in json.loads((folder / "mmbyol-export.json").read_text())["inputs"]["series"]
 
 
 def test_torchvision_loads_the_weights_with_the_cifar_stem(runs, monkeypatch):

@@ -46,7 +46,7 @@ class SeriesFrontEnd(nn.Module):
                    f"channels.")
             raise InputShapeError(f"expected series (batch, {channels} channels, steps), as the run trained on; got "
                                   f"shape {tuple(series.shape)}. {fix}")
-        if self.window and series.shape[2] != self.window and not torch.compiler.is_compiling():
+        if self.window and not torch.compiler.is_compiling() and series.shape[2] != self.window:  # no guard on export
             w = self.window
             raise InputShapeError(f"the run trained on windows of {w} steps (data.window); got series of "
                                   f"{series.shape[2]}. Cut them into windows first: series.unfold(2, {w}, STRIDE)"
