@@ -314,6 +314,18 @@ def test_delimited_files_take_their_labels_by_header_or_position(tmp_path, caplo
 
 def test_array_file_errors_say_what_to_do(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 10), dtype=np.float32))
+    one_hot = np.eye(2)[[0, 1, 0, 1]]
+    np.savez(tmp_path / "hot.npz", x=np.zeros((4, 10)), y=one_hot)
+    torch.save({"x": torch.zeros(4, 10), "y": torch.from_numpy(one_hot)}, tmp_path / "hot.pt")
+    np.save(tmp_path / "hot.npy", one_hot)
+    for train, extra in (("hot.npz", []), ("hot.pt", []), ("x.npy", [f"data.train_labels={tmp_path / 'hot.npy'}"])):
+        with pytest.raises(DataError, match=r"labels are an array of shape \(4, 2\).*y.argmax\(axis=1\)"):
+            build_dataset(load_config(["modality=timeseries", "data.name=array-file", "data.batch_size=4",
+                                       f"data.train={tmp_path / train}", *extra]), "train")
+    np.savez(tmp_path / "column.npz", x=np.zeros((4, 10)), y=np.array([[0], [1], [0], [1]]))  # (n, 1): one each
+    column = build_dataset(load_config(["modality=timeseries", "data.name=array-file", "data.batch_size=4",
+                                        f"data.train={tmp_path / 'column.npz'}"]), "train")
+    assert column.classes == ["0", "1"] and column.labels == [0, 1, 0, 1]
     (tmp_path / "y.txt").write_text("a\nb\na\n")
     base = ["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'x.npy'}"]
     with pytest.raises(DataError, match="4 series but 3 labels"):

@@ -406,11 +406,21 @@ def _pick(mapping, keys: tuple[str, ...]):
     return next((mapping[k] for k in keys if k in mapping), None)
 
 
+def _label_list(y, path: Path) -> list[str]:
+    """Labels as text, one per series (a column ``(n, 1)`` too); rows of several values — one-hot
+    codes, scores — are refused with how to make labels of them."""
+    array = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
+    if array.ndim > 1 and math.prod(array.shape[1:]) > 1:
+        raise DataError(f"{path}: the labels are an array of shape {array.shape}, not one label per series. Save "
+                        f"a class index or name per series (one-hot rows: y.argmax(axis=1)).")
+    return [str(v) for v in array.reshape(-1).tolist()]
+
+
 def read_labels(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"Label file {path} does not exist.")
     if path.suffix == ".npy":
-        return [str(v) for v in _load_numpy(path).reshape(-1).tolist()]
+        return _label_list(_load_numpy(path), path)
     return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
@@ -451,7 +461,7 @@ def read_array_file(path: Path, labels_path: Path | None, label_column: str | in
         if x is None:
             raise DataError(f"{path} holds {', '.join(arrays)}; name the series array one of {', '.join(X_KEYS)}.")
         series, y = _as_series(x, path, channels_last), _pick(arrays, Y_KEYS)
-        labels = None if y is None else [str(v) for v in np.asarray(y).reshape(-1).tolist()]
+        labels = None if y is None else _label_list(y, path)
     elif suffix == ".pt":
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -467,9 +477,7 @@ def read_array_file(path: Path, labels_path: Path | None, label_column: str | in
         else:
             x, y = loaded, None  # a tensor, or a list of series
         series = _tensor_series(x, path, channels_last)
-        if isinstance(y, torch.Tensor):
-            y = y.reshape(-1).tolist()
-        labels = None if y is None else [str(v) for v in y]
+        labels = None if y is None else _label_list(y, path)
     elif suffix in (".csv", ".tsv"):
         series, labels = read_delimited(path, label_column)
     else:
