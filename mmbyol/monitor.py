@@ -68,16 +68,18 @@ def split_memory(labels: torch.Tensor, groups: list[Any] | None = None) -> torch
     return memory
 
 
-def noise_note(knn: float, start: float, queries: int) -> str:
+def noise_note(knn: float, start: float, queries: int, whole_split: bool = False) -> str:
     """A sentence for a warning whose shortfall is under two standard errors of an accuracy on
     ``queries`` items (binomial, at the start's accuracy), where one slice's draw could make it;
-    else nothing."""
+    else nothing. ``whole_split``: the slice is the whole training split, so only the test split
+    can tell more."""
     error = math.sqrt(start * (1 - start) / max(queries, 1))
     if start - knn >= 2 * error:
         return ""
+    more = ("The slice is the whole training split: the test split tells more." if whole_split
+            else "A larger slice (trainer.monitor_items) or the test split tells more.")
     return (f" The shortfall, {100 * (start - knn):.1f} points, is under two standard errors of a kNN on "
-            f"{queries} queries ({100 * error:.1f} points each): it may be noise. A larger slice "
-            f"(trainer.monitor_items) or the test split tells more.")
+            f"{queries} queries ({100 * error:.1f} points each): it may be noise. {more}")
 
 
 class Monitor:
@@ -89,6 +91,7 @@ class Monitor:
         self.modality, self.info, self.device, self.autocast = modality, info, device, autocast
         self.batch_size, self.knn_k, self.knn_temperature = batch_size, knn_k, knn_temperature
         read = self._read(evenly_spaced(dataset, items))
+        self.whole_split = len(dataset) <= items
         self.items = [(item, label) for item, label, _ in read]
         labels = torch.tensor([label for _, label in self.items], dtype=torch.long)
         self.memory = split_memory(labels, [group for _, _, group in read])  # no groups: one (None) per class
@@ -153,7 +156,7 @@ class Monitor:
                         "untrained encoder's %.1f%% at step 0. BYOL is making these features worse for these labels: "
                         "the augmentations likely remove what the labels depend on. Find a better pair with "
                         "`mmbyol search` (docs/monitor.md).%s", step, total_steps, 100 * knn, 100 * knn_start,
-                        noise_note(knn, knn_start, int(self.queries.sum())))
+                        noise_note(knn, knn_start, int(self.queries.sum()), self.whole_split))
         return {**result, **start}
 
     def restore(self, metrics_path: Path) -> None:

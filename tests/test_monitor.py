@@ -121,6 +121,8 @@ def test_the_noise_of_the_slice_is_two_binomial_standard_errors():
     assert noise_note(0.70, 0.80, 100) == ""  # 10 points: more than two errors of 4
     assert noise_note(0.75, 0.80, 400) == ""  # 2 points each: 5 is more than two
     assert noise_note(0.77, 0.80, 400) != ""  # and 3 is less
+    assert noise_note(0.77, 0.80, 400, whole_split=True).endswith(
+        "The slice is the whole training split: the test split tells more.")
     assert noise_note(0.79, 0.80, 0) != ""  # no queries: any shortfall may be noise
 
 
