@@ -3,6 +3,7 @@ picture whose rows are labelled (``original``, ``view 1``, ``view 2``)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .modalities.base import get_modality
 from .runtime import resolve_device
 
 ROW_LABELS = ("original", "view 1", "view 2")
+log = logging.getLogger(__name__)
 
 
 def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
@@ -32,13 +34,18 @@ def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
     dataset = evenly_spaced(build_dataset(cfg, "train"), n)
 
     def read() -> tuple:
-        inputs, _labels, _skipped = collate_items([dataset[i] for i in range(len(dataset))], modality.collate)
-        return prepare_views(modality, inputs, device, dataset.info)
+        inputs, labels, _skipped = collate_items([dataset[i] for i in range(len(dataset))], modality.collate)
+        return prepare_views(modality, inputs, device, dataset.info), labels
 
-    evaluated = trained = read()
+    evaluated, labels = read()
+    trained = evaluated
+    if labels is not None and (labels >= 0).any():  # the picture names its rows; the log, its items
+        classes = list(getattr(dataset, "classes", []))
+        log.info("the items' classes, in the order shown: %s", ", ".join(
+            classes[label] if 0 <= label < len(classes) else "unlabelled" for label in labels.tolist()))
     if hasattr(dataset, "set_epoch"):  # training reads the items otherwise
         dataset.set_epoch(0)
-        trained = read()
+        trained, _ = read()
     augment = to_container(cfg.augment)
     views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)

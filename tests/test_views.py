@@ -25,7 +25,7 @@ def test_one_channel_rows_are_pictured_too(tmp_path):
         assert image.height == 3 * 28 + 4 * 4 and image.width > 2 * 28 + 3 * 4
 
 
-def test_views_shows_items_spread_through_a_set_stored_class_by_class(tmp_path, monkeypatch):
+def test_views_shows_items_spread_through_a_set_stored_class_by_class(tmp_path, monkeypatch, caplog):
     import dataclasses
 
     from mmbyol import views
@@ -41,5 +41,8 @@ def test_views_shows_items_spread_through_a_set_stored_class_by_class(tmp_path, 
     monkeypatch.setattr(views, "get_modality", lambda name: dataclasses.replace(
         image, render_views=lambda original, view1, view2, path, info: shown.update(original=original)))
     cfg = load_config(["data.name=image-folder", f"data.root={tmp_path}", "data.image_size=8", "device=cpu"])
-    views.show_views(cfg, tmp_path / "views.png", n=4)
+    with caplog.at_level("INFO", logger="mmbyol"):
+        views.show_views(cfg, tmp_path / "views.png", n=4)
     assert len(shown["original"]) == 4 and shown["original"][:, 0, 0, 0].unique().numel() == 2
+    assert "the items' classes, in the order shown: a, a, b, b" in caplog.text  # red ones are b's
+    assert [c == "b" for c in "aabb"] == (shown["original"][:, 0, 0, 0] > 0.5).tolist()
