@@ -68,12 +68,17 @@ def split_memory(labels: torch.Tensor, groups: list[Any] | None = None) -> torch
     return memory
 
 
+def standard_error(accuracy: float, queries: int) -> float:
+    """The binomial standard error of an accuracy measured on ``queries`` items."""
+    return math.sqrt(accuracy * (1 - accuracy) / max(queries, 1))
+
+
 def noise_note(knn: float, start: float, queries: int, whole_split: bool = False) -> str:
     """A sentence for a warning whose shortfall is under two standard errors of an accuracy on
     ``queries`` items (binomial, at the start's accuracy), where one slice's draw could make it;
     else nothing. ``whole_split``: the slice is the whole training split, so only the test split
     can tell more."""
-    error = math.sqrt(start * (1 - start) / max(queries, 1))
+    error = standard_error(start, queries)
     if start - knn >= 2 * error:
         return ""
     more = ("The slice is the whole training split: the test split tells more." if whole_split

@@ -45,7 +45,7 @@ from .config import load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
 from .modalities.base import get_modality
-from .monitor import Monitor, monitor_from_config, noise_note
+from .monitor import Monitor, monitor_from_config, noise_note, standard_error
 from .runtime import autocast_context, resolve_device
 
 log = logging.getLogger("mmbyol.search")
@@ -412,7 +412,7 @@ def search(cfg: DictConfig) -> Path:
             log.info(held)
         if below_untrained(best.value, refs, key):
             log.warning("the recipe in best.yaml measured below the untrained encoder on the validation slice %s",
-                        _below_untrained_text(best.value, refs, (study.user_attrs.get("slice") or {}).get("queries")))
+                        _below_untrained_text(best.value, refs, slice_queries(study)))
     return where
 
 
@@ -514,15 +514,20 @@ def chosen_trial(study, final, margin: float = 0.0):
     return challenger if challenger.value - configured.value > margin else configured
 
 
+def slice_queries(study) -> int | None:
+    """How many queries the study's validation slice asks its kNN (``None`` before it is known)."""
+    return (study.user_attrs.get("slice") or {}).get("queries")
+
+
 def final_margin(cfg: DictConfig, study, final) -> float:
     """The lead a finalist needs over the configured pair: ``search.margin`` binomial standard
     errors of the slice's kNN at the configured pair's final-round value, on the slice's queries
     (0 for RankMe, which is no accuracy)."""
     configured, _ = final_pair(final)
-    queries = (study.user_attrs.get("slice") or {}).get("queries")
+    queries = slice_queries(study)
     if study.user_attrs.get("objective", "monitor_knn") != "monitor_knn" or configured is None or not queries:
         return 0.0
-    return cfg.search.margin * math.sqrt(configured.value * (1 - configured.value) / queries)
+    return cfg.search.margin * standard_error(configured.value, queries)
 
 
 def held_note(cfg: DictConfig, study, final, margin: float) -> str:
@@ -531,7 +536,7 @@ def held_note(cfg: DictConfig, study, final, margin: float) -> str:
     configured, challenger = final_pair(final)
     if configured is None or challenger is None or not 0 < challenger.value - configured.value <= margin:
         return ""
-    queries = (study.user_attrs.get("slice") or {}).get("queries")
+    queries = slice_queries(study)
     return (f"trial {challenger.user_attrs['of']} led the configured pair by "
             f"{100 * (challenger.value - configured.value):.1f} points in the final round, within search.margin: "
             f"{100 * margin:.1f} points, {cfg.search.margin:g} standard errors of a kNN on {queries} queries. "
@@ -687,7 +692,7 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
     refs = report["references"]
     measured = report["slice"] or {"items": cfg.trainer.monitor_items}
     queries = (f", {measured['queries']} of them queries of the kNN, whose accuracy has a standard error of up to "
-               f"{50 / math.sqrt(max(measured['queries'], 1)):.1f} points: differences between trials smaller than "
+               f"{100 * standard_error(0.5, measured['queries']):.1f} points: differences between trials smaller than "
                f"about twice that may be one draw of the slice"
                if what == "knn" and "queries" in measured else "")
     lines = [f"# mmbyol search: {cfg.modality} / {cfg.data.name}", "",
