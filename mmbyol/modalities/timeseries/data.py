@@ -229,15 +229,14 @@ def cut_windows(series: list[np.ndarray], window: int, stride: int,
     """Each series' windows of ``window`` steps, one starting every ``stride`` steps (the steps after
     the last whole window left out), and for each window the index of its series. A series shorter
     than the window gives none; the log counts them."""
-    windows, origin, short = [], [], 0
+    windows, origin, short, longest = [], [], 0, 0
     for index, one in enumerate(series):
         steps = series_length(one)
-        short += steps < window
+        short, longest = short + (steps < window), max(longest, steps)
         for start in range(0, steps - window + 1, stride):
             windows.append(one[:, start : start + window])
             origin.append(index)
     if series and not windows:
-        longest = max(series_length(one) for one in series)
         raise DataError(f"{source}: no series is as long as data.window={window} steps (the longest has {longest}). "
                         f"Set data.window={longest} or less.")
     if short:
