@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from mmbyol.data import Subset
-from mmbyol.evaluate import few_label_predictions, load_eval_config, run_features
+from mmbyol.evaluate import few_label_scores, load_eval_config, run_features
 from mmbyol.modalities.audio.spoken_digits import DIGITS
 
 SNR_BANDS = 5  # equal bands over data.snr_db
@@ -63,14 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.modality != "audio" or cfg.data.name != "spoken-digits":
         raise SystemExit(f"{args.run_dir} trained on {cfg.modality}/{cfg.data.name}; "
                          f"this analysis is for audio/spoken-digits.")
-    train_x, train_y, test_x, test_y, step, test_set = run_features(cfg, args.run_dir)
+    train_x, train_y, test_x, test_y, step, _, test_set = run_features(cfg, args.run_dir)
     files, factors = clip_factors(test_set)
     if len(files) != len(test_y):
         raise SystemExit(f"{len(files) - len(test_y)} test clips could not be read (see the warnings); "
                          f"their rows cannot be matched to their files.")
     num_classes, n = len(DIGITS), args.labels_per_class
-    draws = few_label_predictions(train_x, train_y, test_x, num_classes, n, cfg.eval.label_draws, cfg.eval.seed,
-                                  l2_grid=cfg.eval.l2_grid)
+    draws = [scores.argmax(dim=1) for scores in few_label_scores(
+        train_x, train_y, test_x, num_classes, n, cfg.eval.label_draws, cfg.eval.seed, l2_grid=cfg.eval.l2_grid)]
     correct = torch.stack([predictions == test_y for predictions in draws]).float()  # (draws, clips)
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     for predictions in draws:

@@ -5,7 +5,8 @@ baseline a recipe must beat); the same encoder trained with labels (``objective=
 upper bound); and MiniRocket features (Dempster et al. 2021: random convolutional kernels, the
 label-free features time-series users know; aeon's implementation). All four are evaluated the way
 ``mmbyol eval`` evaluates a run: the linear probe with all labels, with ``--labels-per-class`` labels
-per class (the mean over ``--label-draws`` draws, 10), and weighted kNN, on the set's own test split.
+per class (the mean over ``--label-draws`` draws, 10), and weighted kNN, on the set's own test split;
+with ``data.window``, also over whole series, each by its windows' mean prediction.
 
     python benchmarks/timeseries.py [--sets JapaneseVowels OSULeaf GunPoint] [--seeds 0 1 2]
         [--methods byol untrained supervised minirocket] [--label-draws 10] [--out DIR] [key=value ...]
@@ -65,7 +66,8 @@ def minirocket(data: list[str], seed: int, eval_overrides: list[str]) -> dict:
     train_x = torch.as_tensor(transform.fit_transform(series(train_set)), dtype=torch.float32)
     test_x = torch.as_tensor(transform.transform(series(test_set)), dtype=torch.float32)
     train_y, test_y = torch.tensor(train_set.labels), torch.tensor(test_set.labels)
-    result = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval)
+    result = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval, train_set.classes, train_set.origins,
+                           test_set.origins)
     result["feature_dim"] = train_x.shape[1]
     return result
 
@@ -97,6 +99,7 @@ def margin_rows(records: list[dict], sets: list[str], method: str, keys: list[st
 
 def summary(records: list[dict], n: int) -> str:
     keys = [m.format(n=n) for m in METRICS]
+    keys += [f"{k}_whole" for k in keys if all(f"{k}_whole" in r for r in records)]  # series cut into windows
     lines = ["| set | method | " + " | ".join(keys) + " | runs |", "|---|---|" + "---|" * (len(keys) + 1)]
     sets = list(dict.fromkeys(r["set"] for r in records))
     methods = list(dict.fromkeys(r["method"] for r in records))

@@ -81,6 +81,11 @@ class Subset(torch.utils.data.Subset):
         groups = getattr(self.dataset, "groups", None)
         return None if groups is None else [groups[i] for i in self.indices]
 
+    @property
+    def origins(self) -> list[Any] | None:
+        origins = getattr(self.dataset, "origins", None)
+        return None if origins is None else [origins[i] for i in self.indices]
+
 
 def collate_items(items: list[Any], collate: Callable[[list[Any]], Any]):
     """``(batch input, labels, number of unreadable items skipped)`` from data set items; the

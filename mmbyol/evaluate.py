@@ -9,7 +9,7 @@ import time
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -124,9 +124,14 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, 
     return linear
 
 
+def accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of rows whose highest score is their label's."""
+    return float((scores.argmax(dim=1) == labels).float().mean())
+
+
 def _accuracy(linear: nn.Linear, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        return float((linear(x).argmax(dim=1) == y).float().mean())
+        return accuracy(linear(x), y)
 
 
 def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, seed: int = 0, standardize: bool = True,
@@ -135,13 +140,14 @@ def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, seed: int =
     ``standardize=False``, e.g. for sparse TF-IDF rows), its L2 strength chosen from ``l2_grid``
     on held-out training data (5-fold cross-validation for small sets, a 10% split otherwise; none
     for a grid of one). Returns (accuracy, chosen L2)."""
-    predictions, l2 = probe_predictions(train_x, train_y, test_x, num_classes, seed, standardize, l2_grid)
-    return float((predictions == test_y).float().mean()), l2
+    scores, l2 = probe_scores(train_x, train_y, test_x, num_classes, seed, standardize, l2_grid)
+    return accuracy(scores, test_y), l2
 
 
-def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0, standardize: bool = True,
-                      l2_grid: Sequence[float] = L2_GRID) -> tuple[torch.Tensor, float]:
-    """The classes :func:`linear_probe`'s logistic regression predicts for ``test_x``, and its L2."""
+def probe_scores(train_x, train_y, test_x, num_classes: int, seed: int = 0, standardize: bool = True,
+                 l2_grid: Sequence[float] = L2_GRID) -> tuple[torch.Tensor, float]:
+    """The class probabilities :func:`linear_probe`'s logistic regression gives each row of
+    ``test_x`` (``(rows, num_classes)``), and its L2."""
     if standardize:
         mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
         train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
@@ -161,7 +167,7 @@ def probe_predictions(train_x, train_y, test_x, num_classes: int, seed: int = 0,
     best = max(zip(scores, l2_grid))[1] if scores else l2_grid[0]  # ties: the stronger L2
     linear = fit_logistic(train_x, train_y, num_classes, best)
     with torch.no_grad():
-        return linear(test_x).argmax(dim=1), best
+        return linear(test_x).softmax(dim=1), best
 
 
 def knn_neighbours(k: int, train_size: int, num_classes: int) -> int:
@@ -173,19 +179,42 @@ def knn_neighbours(k: int, train_size: int, num_classes: int) -> int:
 
 
 @torch.no_grad()
-def knn_accuracy(train_x, train_y, test_x, test_y, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
+def knn_scores(train_x, train_y, test_x, num_classes: int, k: int = 200, temperature: float = 0.1) -> torch.Tensor:
     """Weighted kNN on cosine similarity (Wu et al. 2018): the k nearest training features vote
     for their class with weight exp(similarity / temperature). k is at most the mean class size
-    (:func:`knn_neighbours`)."""
+    (:func:`knn_neighbours`). Returns each query's votes as shares of its total, ``(queries, num_classes)``."""
     train_x, test_x = F.normalize(train_x, dim=1), F.normalize(test_x, dim=1)
     k = knn_neighbours(k, len(train_x), num_classes)
-    correct = 0
+    scores = []
     for start in range(0, len(test_x), 1024):
         similarity, index = (test_x[start : start + 1024] @ train_x.T).topk(k, dim=1)
-        votes = torch.zeros(len(index), num_classes)
-        votes.scatter_add_(1, train_y[index], (similarity / temperature).exp())
-        correct += int((votes.argmax(dim=1) == test_y[start : start + 1024]).sum())
-    return correct / len(test_x)
+        votes = torch.zeros(len(index), num_classes).scatter_add_(1, train_y[index], (similarity / temperature).exp())
+        scores.append(votes / votes.sum(dim=1, keepdim=True))
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes)
+
+
+def knn_accuracy(train_x, train_y, test_x, test_y, num_classes: int, k: int = 200, temperature: float = 0.1) -> float:
+    """The accuracy of :func:`knn_scores`' vote."""
+    return accuracy(knn_scores(train_x, train_y, test_x, num_classes, k, temperature), test_y)
+
+
+def wholes(labels: torch.Tensor, origins: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For items cut from whole examples (``origins``: one per item, the series of a window): each
+    item's whole, numbered in order of first appearance, and each whole's label, which its items share."""
+    index = {origin: i for i, origin in enumerate(dict.fromkeys(origins))}
+    which = torch.tensor([index[origin] for origin in origins], dtype=torch.long)
+    whole_labels = torch.zeros(len(index), dtype=labels.dtype).scatter_(0, which, labels)
+    if not torch.equal(whole_labels[which], labels):
+        raise DataError("Items cut from one whole example carry different labels; a whole example's items share its "
+                        "label (cut a recording whose label changes into series of one label each).")
+    return which, whole_labels
+
+
+def whole_accuracy(scores: torch.Tensor, labels: torch.Tensor, origins: Sequence[Any]) -> float:
+    """Accuracy over the whole examples that items were cut from, each predicted by the mean of its
+    items' ``scores``: a soft vote, in which every item has one say."""
+    which, whole_labels = wholes(labels, origins)
+    return accuracy(torch.zeros(len(whole_labels), scores.shape[1]).index_add_(0, which, scores.float()), whole_labels)
 
 
 def require_examples(labels: torch.Tensor, per_class: int, classes: Sequence[str] | None = None) -> None:
@@ -200,8 +229,13 @@ def require_examples(labels: torch.Tensor, per_class: int, classes: Sequence[str
                         f"with all labels and kNN alone.")
 
 
-def few_labels(labels: torch.Tensor, per_class: int, seed: int) -> torch.Tensor:
-    """Indices of ``per_class`` examples of each class, drawn with a fixed seed."""
+def few_labels(labels: torch.Tensor, per_class: int, seed: int, origins: Sequence[Any] | None = None) -> torch.Tensor:
+    """Indices of ``per_class`` examples of each class, drawn with a fixed seed; with ``origins``
+    (items cut from whole examples, :func:`wholes`), of every item of ``per_class`` whole examples
+    of each class: a label is given to a whole recording, not to a window of it."""
+    if origins is not None:
+        which, whole_labels = wholes(labels, origins)
+        return torch.isin(which, few_labels(whole_labels, per_class, seed)).nonzero().squeeze(1)
     require_examples(labels, per_class)
     generator = torch.Generator().manual_seed(seed)
     chosen = []
@@ -217,29 +251,39 @@ def few_label_probes(train_x, train_y, test_x, test_y, num_classes: int, per_cla
     class, one per draw of those examples (draw i uses seed ``seed + i``). Which few examples are
     labelled moves the accuracy by several points (docs/experiments.md), so one draw cannot rank
     two encoders; the mean of several can."""
-    return [float((predictions == test_y).float().mean())
-            for predictions in few_label_predictions(train_x, train_y, test_x, num_classes, per_class, draws, seed,
-                                                     standardize, l2_grid)]
+    return [accuracy(scores, test_y) for scores in few_label_scores(
+        train_x, train_y, test_x, num_classes, per_class, draws, seed, standardize, l2_grid)]
 
 
-def few_label_predictions(train_x, train_y, test_x, num_classes: int, per_class: int, draws: int, seed: int = 0,
-                          standardize: bool = True, l2_grid: Sequence[float] = L2_GRID) -> list[torch.Tensor]:
-    """What :func:`few_label_probes`' probes predict for ``test_x``, one tensor per draw."""
+def few_label_scores(train_x, train_y, test_x, num_classes: int, per_class: int, draws: int, seed: int = 0,
+                     standardize: bool = True, l2_grid: Sequence[float] = L2_GRID,
+                     origins: Sequence[Any] | None = None) -> list[torch.Tensor]:
+    """The class probabilities :func:`few_label_probes`' probes give ``test_x``, one tensor per draw
+    (with ``origins``, the training items' wholes, each draw labels whole examples: :func:`few_labels`)."""
     if draws < 1:
         raise ConfigError(f"eval.label_draws must be at least 1; got {draws}.")
-    predictions = []
+    scores = []
     for draw in range(seed, seed + draws):
-        subset = few_labels(train_y, per_class, draw)
-        predictions.append(probe_predictions(train_x[subset], train_y[subset], test_x, num_classes, draw,
-                                             standardize, l2_grid)[0])
-    return predictions
+        subset = few_labels(train_y, per_class, draw, origins)
+        scores.append(probe_scores(train_x[subset], train_y[subset], test_x, num_classes, draw, standardize,
+                                   l2_grid)[0])
+    return scores
 
 
-def run_features(cfg: DictConfig,
-                 run_dir: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, Any]:
+class RunFeatures(NamedTuple):
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    step: int
+    train_set: Any
+    test_set: Any
+
+
+def run_features(cfg: DictConfig, run_dir: Path) -> RunFeatures:
     """Features and labels of the training and test sets as :func:`evaluate` takes them, from the
-    run's encoder (or, with ``eval.init=random``, an untrained one of the same config):
-    ``(train_x, train_y, test_x, test_y, step, test_set)``."""
+    run's encoder (or, with ``eval.init=random``, an untrained one of the same config), with the
+    step it was taken at and the two data sets."""
     modality = get_modality(cfg.modality)
     device = resolve_device(cfg.device)
     train_set, test_set = labelled(build_dataset(cfg, "train")), build_dataset(cfg, "test")
@@ -258,31 +302,51 @@ def run_features(cfg: DictConfig,
     test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, info, autocast)
     if (train_y < 0).all():
         raise DataError(f"The training split of {cfg.data.name!r} has no labels; evaluation needs a labelled data set.")
-    return train_x, train_y, test_x, test_y, step, test_set
+    return RunFeatures(train_x, train_y, test_x, test_y, step, train_set, test_set)
+
+
+def origins_of(dataset, rows: int) -> list[Any] | None:
+    """The data set's ``origins`` (the whole example each item was cut from), or None where it has
+    none or where unreadable items left fewer feature rows than items, which cannot then be matched."""
+    origins = getattr(dataset, "origins", None)
+    if origins is not None and len(origins) != rows:
+        log.warning("%d items could not be read: no measures over whole examples, whose items' rows cannot be matched "
+                    "to them.", len(origins) - rows)
+        return None
+    return origins
 
 
 def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
-                  eval_cfg: DictConfig, classes: Sequence[str] | None = None) -> dict[str, Any]:
+                  eval_cfg: DictConfig, classes: Sequence[str] | None = None,
+                  train_origins: Sequence[Any] | None = None,
+                  test_origins: Sequence[Any] | None = None) -> dict[str, Any]:
     """The evaluation protocol on any frozen features (an encoder's, or a baseline's): the linear
     probe with all labels, weighted kNN, and with ``labels_per_class`` the probe on that many
     labels per class (the mean over ``label_draws`` draws); ``protocol`` describes it. ``classes``
-    name the labels in errors."""
-    if eval_cfg.labels_per_class is not None:  # said before the probe with all labels, not after it
-        require_examples(train_y, eval_cfg.labels_per_class, classes)
+    name the labels in errors. For items cut from whole examples (origins: one per item, a
+    window's series), the few labels go to whole training examples (``train_origins``) and each
+    measure is also taken over the whole test examples (``test_origins``; ``…_whole``,
+    :func:`whole_accuracy`)."""
+    n = eval_cfg.labels_per_class
+    if n is not None:  # said before the probe with all labels, not after it
+        require_examples(train_y if train_origins is None else wholes(train_y, train_origins)[1], n, classes)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     grid = list(eval_cfg.l2_grid)
-    linear_acc, l2 = linear_probe(train_x, train_y, test_x, test_y, num_classes, eval_cfg.seed, l2_grid=grid)
-    result: dict[str, Any] = {
-        "linear_acc": round(linear_acc, 4),
-        "knn_acc": round(knn_accuracy(train_x, train_y, test_x, test_y, num_classes,
-                                      eval_cfg.knn_k, eval_cfg.knn_temperature), 4),
-    }
-    n = eval_cfg.labels_per_class
+    linear, l2 = probe_scores(train_x, train_y, test_x, num_classes, eval_cfg.seed, l2_grid=grid)
+    scores = {"linear_acc": [linear],
+              "knn_acc": [knn_scores(train_x, train_y, test_x, num_classes, eval_cfg.knn_k, eval_cfg.knn_temperature)]}
     if n is not None:
-        draws = few_label_probes(train_x, train_y, test_x, test_y, num_classes, n, eval_cfg.label_draws,
-                                 eval_cfg.seed, l2_grid=grid)
-        result[f"linear_acc_{n}"] = round(sum(draws) / len(draws), 4)
-        result[f"linear_acc_{n}_draws"] = [round(acc, 4) for acc in draws]
+        scores[f"linear_acc_{n}"] = few_label_scores(train_x, train_y, test_x, num_classes, n, eval_cfg.label_draws,
+                                                     eval_cfg.seed, l2_grid=grid, origins=train_origins)
+    result: dict[str, Any] = {}
+    for name, draws in scores.items():
+        accuracies = [accuracy(s, test_y) for s in draws]
+        result[name] = round(sum(accuracies) / len(accuracies), 4)
+        if name == f"linear_acc_{n}":
+            result[f"{name}_draws"] = [round(a, 4) for a in accuracies]
+    if test_origins is not None:
+        for name, draws in scores.items():
+            result[f"{name}_whole"] = round(sum(whole_accuracy(s, test_y, test_origins) for s in draws) / len(draws), 4)
     result["protocol"] = {
         "linear": "logistic regression on standardized frozen features, L-BFGS to convergence, " + (
             f"L2 chosen on held-out training data from {grid} (chose {l2:g})" if len(grid) > 1 else f"L2 {l2:g}"),
@@ -292,6 +356,12 @@ def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
         "label_draws": eval_cfg.label_draws if n is not None else None,
         "seed": eval_cfg.seed,
     }
+    if test_origins is not None:
+        result["protocol"]["whole"] = (f"each of the {len(set(test_origins))} whole examples the test items were cut "
+                                       f"from, predicted by the mean of its items' class probabilities (kNN: their "
+                                       f"vote shares)")
+    if train_origins is not None and n is not None:
+        result["protocol"]["labels_per_class"] = f"{n} whole examples a class, all their items labelled"
     return result
 
 
@@ -299,8 +369,10 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Evaluate the run's encoder (or, with ``eval.init=random``, an untrained one of the same
     config) and write ``eval.json`` (``eval-random.json``)."""
     started = time.perf_counter()
-    train_x, train_y, test_x, test_y, step, test_set = run_features(cfg, run_dir)
-    metrics = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval, getattr(test_set, "classes", None))
+    train_x, train_y, test_x, test_y, step, train_set, test_set = run_features(cfg, run_dir)
+    train_origins, origins = origins_of(train_set, len(train_x)), origins_of(test_set, len(test_x))
+    metrics = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval, getattr(test_set, "classes", None),
+                            train_origins if origins is not None else None, origins)
     protocol = metrics.pop("protocol")
     result: dict[str, Any] = {
         **metrics,
@@ -309,6 +381,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "data": cfg.data.name,
         "n_train": len(train_x),
         "n_test": len(test_x),
+        **({"n_test_whole": len(set(origins))} if origins is not None else {}),
         "feature_dim": train_x.shape[1],
         "protocol": protocol,
         "seconds": round(time.perf_counter() - started, 1),

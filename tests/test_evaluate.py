@@ -7,7 +7,16 @@ import torch
 from mmbyol.config import load_config
 from mmbyol.data import evenly_spaced
 from mmbyol.errors import ConfigError, DataError
-from mmbyol.evaluate import few_label_probes, few_labels, knn_accuracy, knn_neighbours, linear_probe, probe_metrics
+from mmbyol.evaluate import (
+    few_label_probes,
+    few_labels,
+    knn_accuracy,
+    knn_neighbours,
+    knn_scores,
+    linear_probe,
+    probe_metrics,
+    whole_accuracy,
+)
 
 
 def blobs(n_per_class=50, classes=4, dim=8, spread=0.3, seed=0):
@@ -108,6 +117,55 @@ def test_few_label_probes_are_one_probe_per_draw_of_the_labels():
     assert len(set(draws)) > 1
     with pytest.raises(ConfigError, match="label_draws"):
         few_label_probes(x, y, tx, ty, num_classes=4, per_class=3, draws=0)
+
+
+def test_a_whole_example_is_the_mean_of_its_items_scores():
+    # series "a" (class 0): windows scored 0.6/0.4, 0.6/0.4, 0.1/0.9 -> mean 0.43/0.57, wrong though 2 of 3 are right;
+    # series "b" (class 1): 0.45/0.55 and 0.9/0.1 -> 0.675/0.325, wrong; series "c" (class 1): right
+    scores = torch.tensor([[0.6, 0.4], [0.6, 0.4], [0.1, 0.9], [0.45, 0.55], [0.9, 0.1], [0.2, 0.8]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert whole_accuracy(scores, labels, ["a", "a", "a", "b", "b", "c"]) == pytest.approx(1 / 3)
+    assert whole_accuracy(scores, labels, ["a", "b", "c", "d", "e", "f"]) == pytest.approx(4 / 6)  # items as wholes
+    with pytest.raises(DataError, match="Items cut from one whole example carry different labels"):
+        whole_accuracy(scores, labels, ["a", "a", "a", "a", "b", "c"])
+
+
+def test_knn_scores_are_vote_shares_that_knn_accuracy_reads():
+    x, y = blobs(spread=2.0)
+    tx, ty = blobs(spread=2.0, seed=1)
+    scores = knn_scores(x, y, tx, num_classes=4, k=20)
+    assert scores.shape == (len(tx), 4) and torch.allclose(scores.sum(dim=1), torch.ones(len(tx)))
+    assert knn_accuracy(x, y, tx, ty, num_classes=4, k=20) == float((scores.argmax(dim=1) == ty).float().mean())
+
+
+def test_few_labels_of_windows_label_whole_series():
+    labels = torch.tensor([0] * 6 + [1] * 6 + [0] * 3)  # series 0, 1 of class 0 (3 windows each), 2, 3 of class 1
+    origins = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]  # and series 4 of class 0
+    chosen = few_labels(labels, 2, seed=0, origins=origins)
+    series = {origins[i] for i in chosen.tolist()}
+    assert len(chosen) == 12 and {2, 3} <= series and len(series) == 4  # every window of 2 series a class
+    assert {origins[i] for i in few_labels(labels, 1, seed=3, origins=origins).tolist()} & {2, 3}
+    with pytest.raises(DataError, match="Class 1 has only 2 training examples.*labels_per_class=2 or less"):
+        few_labels(labels, 3, seed=0, origins=origins)  # 6 windows, but 2 series
+    x, y = torch.randn(15, 4), labels
+    eval_cfg = load_config(["eval.labels_per_class=3"]).eval
+    with pytest.raises(DataError, match="Class 'run' has only 2"):  # said before any probe, counting series
+        probe_metrics(x, y, x, y, eval_cfg, classes=["walk", "run"], train_origins=origins, test_origins=origins)
+
+
+def test_probe_metrics_over_whole_examples_beside_their_items():
+    x, y = blobs(n_per_class=12, spread=2.5)  # 4 classes of 12 windows: 4 series of 3 windows a class
+    tx, ty = blobs(n_per_class=12, spread=2.5, seed=1)
+    origins = [i // 3 for i in range(len(y))]
+    eval_cfg = load_config(["eval.labels_per_class=2", "eval.label_draws=3", "eval.l2_grid=[0.01]"]).eval
+    metrics = probe_metrics(x, y, tx, ty, eval_cfg, train_origins=origins, test_origins=origins)
+    plain = probe_metrics(x, y, tx, ty, eval_cfg)
+    assert {k: metrics[k] for k in ("linear_acc", "knn_acc")} == {k: plain[k] for k in ("linear_acc", "knn_acc")}
+    assert set(metrics) - set(plain) == {"linear_acc_whole", "knn_acc_whole", "linear_acc_2_whole"}
+    assert metrics["linear_acc_whole"] > metrics["linear_acc"]  # a vote of 3 noisy windows beats one
+    assert "each of the 16 whole examples" in metrics["protocol"]["whole"]
+    assert metrics["protocol"]["labels_per_class"] == "2 whole examples a class, all their items labelled"
+    assert metrics["linear_acc_2"] != plain["linear_acc_2"]  # 6 windows of 2 series a class, not 2 windows
 
 
 def test_limits_spread_over_a_set_stored_class_by_class():

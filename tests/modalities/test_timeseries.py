@@ -439,8 +439,11 @@ def test_windows_of_long_recordings_train_and_evaluate_through_the_cli(tmp_path)
     run_dir = tmp_path / "run"
     run_cli("train", *TS_TINY, "data.name=array-file", f"data.train={tmp_path / 'train.npz'}",
             f"data.test={tmp_path / 'test.npz'}", "data.window=50", f"run.dir={run_dir}")
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
-    assert (metrics["n_train"], metrics["n_test"]) == (8 * 6, 4 * 6) and metrics["linear_acc"] >= 0.8
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]", "eval.labels_per_class=2").stdout
+                         .splitlines()[-1])
+    assert (metrics["n_train"], metrics["n_test"], metrics["n_test_whole"]) == (8 * 6, 4 * 6, 4)
+    assert metrics["linear_acc"] >= 0.8 and metrics["linear_acc_whole"] >= 0.75 and "knn_acc_whole" in metrics
+    assert "linear_acc_2_whole" in metrics  # 2 labelled recordings a class, all their windows
     assert load_encoder(run_dir).metadata["info"]["window"] == 50
     raw = load_encoder(run_dir, raw_input=True)  # takes windows, and says how to cut a recording into them
     recordings = torch.from_numpy(np.load(tmp_path / "test.npz")["x"][:2])  # (2, 2, 300)

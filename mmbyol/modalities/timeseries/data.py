@@ -185,6 +185,11 @@ class SeriesSet(Dataset):
         self.groups = None if groups is None else [groups[i] for i in kept]
         self.classes, self.training, self.source, self.window = classes, training, source, window
 
+    @property
+    def origins(self) -> list[int] | None:
+        """A window's series, for evaluation over whole series (None unless cut into windows)."""
+        return self.groups if self.window else None
+
     @cached_property
     def info(self) -> dict:
         info = {"channels": self.x.shape[1], "length": self.x.shape[2]}
