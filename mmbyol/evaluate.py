@@ -372,7 +372,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     train_x, train_y, test_x, test_y, step, train_set, test_set = run_features(cfg, run_dir)
     train_origins, origins = origins_of(train_set, len(train_x)), origins_of(test_set, len(test_x))
     metrics = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval, getattr(test_set, "classes", None),
-                            train_origins if origins is not None else None, origins)
+                            train_origins, origins)
     protocol = metrics.pop("protocol")
     result: dict[str, Any] = {
         **metrics,
