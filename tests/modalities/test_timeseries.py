@@ -268,6 +268,37 @@ def test_long_recordings_are_cut_into_windows_labelled_and_grouped_by_their_seri
         load_config([*base[:-1], "data.window=0"])
 
 
+def test_a_stream_labelled_step_by_step_gives_windows_of_one_label_each(tmp_path, caplog):
+    x = np.arange(2 * 100 * 3, dtype=np.float32).reshape(2, 100, 3)  # two recordings, steps by channels
+    y = np.array([["sit"] * 40 + ["walk"] * 35 + ["sit"] * 25, ["run"] * 100])  # annotated step by step
+    x[1, 70:] = np.nan  # the second recording has 70 steps
+    np.savez(tmp_path / "stream.npz", x=x, y=y)
+    base = ["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'stream.npz'}",
+            "data.channels_last=true", "data.window=20"]
+    with caplog.at_level("WARNING"):
+        windows = build_dataset(load_config([*base, "data.stride=10"]), "train")
+    # recording 0: starts 0-80 by 10; 30 (steps 30-49), 60 and 70 cross a change; recording 1: starts 0-50
+    starts = [0, 10, 20, 40, 50, 80]
+    assert windows.classes == ["run", "sit", "walk"] and len(windows) == len(starts) + 6
+    names = [windows.classes[windows[i][1]] for i in range(len(windows))]
+    assert names == ["sit"] * 3 + ["walk"] * 2 + ["sit"] + ["run"] * 6
+    assert all(torch.equal(windows[i][0], torch.from_numpy(x[0, s : s + 20].T)) for i, s in enumerate(starts))
+    assert "3 of 15 windows span a change of label and are left out" in caplog.text
+    assert windows.groups == [0] * 6 + [1] * 6  # the monitor holds recordings apart
+    assert windows.origins == [(0, 0)] * 3 + [(0, 1)] * 2 + [(0, 2)] + [(1, 0)] * 6  # each stretch a whole
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)  # the same as a label file beside a .npy
+    apart = build_dataset(load_config([*base[:3], f"data.train={tmp_path / 'x.npy'}",
+                                       f"data.train_labels={tmp_path / 'y.npy'}", *base[3:]]), "train")
+    assert [apart.classes[apart[i][1]] for i in range(len(apart))] == ["sit", "sit", "walk", "sit", "run", "run", "run"]
+    with pytest.raises(DataError, match="labels are one per step, 100 a series. Cut the series into windows with "
+                                        "data.window=STEPS"):
+        build_dataset(load_config(base[:-1]), "train")
+    np.savez(tmp_path / "hot.npz", x=x, y=np.eye(3)[[0, 1]])  # one-hot rows are still no labels per step
+    with pytest.raises(DataError, match=r"shape \(2, 3\), neither one label per series nor one per step \(100 "):
+        build_dataset(load_config([*base[:2], f"data.train={tmp_path / 'hot.npz'}", *base[3:]]), "train")
+
+
 def test_a_pt_file_may_hold_series_of_different_lengths_as_a_list(tmp_path):
     series, labels = two_shapes(8, (20, 40), seed=0, channels=2)
     torch.save({"x": [torch.from_numpy(s).float() for s in series], "y": labels}, tmp_path / "ragged.pt")

@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -171,7 +172,8 @@ class SeriesSet(Dataset):
     (missing ones aside), which ``prepare`` normalizes with; the run keeps them."""
 
     def __init__(self, series: list[np.ndarray], labels: list[int], classes: list[str], length: int, training: bool,
-                 source: str, groups: list[int] | None = None, window: int | None = None):
+                 source: str, groups: list[int] | None = None, window: int | None = None,
+                 origins: list[Any] | None = None):
         empty = [i for i, s in enumerate(series) if series_length(s) == 0]
         infinite = [i for i, s in enumerate(series) if np.isinf(s).any()]  # an overflow is no value to learn from
         if empty or infinite:
@@ -183,12 +185,9 @@ class SeriesSet(Dataset):
         self.labels = [labels[i] for i in kept]
         # windows of one series share its group, so the monitor's kNN asks about other series, as a test does
         self.groups = None if groups is None else [groups[i] for i in kept]
+        # a window's whole example, for evaluation over whole series: its series, or its stretch of one label
+        self.origins = None if origins is None else [origins[i] for i in kept]
         self.classes, self.training, self.source, self.window = classes, training, source, window
-
-    @property
-    def origins(self) -> list[int] | None:
-        """A window's series, for evaluation over whole series (None unless cut into windows)."""
-        return self.groups if self.window else None
 
     @cached_property
     def info(self) -> dict:
@@ -230,48 +229,77 @@ def class_names(labels: list[str]) -> list[str]:
 
 
 def cut_windows(series: list[np.ndarray], window: int, stride: int,
-                source: str) -> tuple[list[np.ndarray], list[int]]:
+                source: str) -> tuple[list[np.ndarray], list[int], list[int]]:
     """Each series' windows of ``window`` steps, one starting every ``stride`` steps (the steps after
-    the last whole window left out), and for each window the index of its series. A series shorter
-    than the window gives none; the log counts them."""
-    windows, origin, short, longest = [], [], 0, 0
+    the last whole window left out), and for each window the index of its series and its first
+    step. A series shorter than the window gives none; the log counts them."""
+    windows, origin, starts, short, longest = [], [], [], 0, 0
     for index, one in enumerate(series):
         steps = series_length(one)
         short, longest = short + (steps < window), max(longest, steps)
         for start in range(0, steps - window + 1, stride):
             windows.append(one[:, start : start + window])
             origin.append(index)
+            starts.append(start)
     if series and not windows:
         raise DataError(f"{source}: no series is as long as data.window={window} steps (the longest has {longest}). "
                         f"Set data.window={longest} or less.")
     if short:
         log.warning("%s: %d of %d series are shorter than data.window=%d steps and give no window.", source, short,
                     len(series), window)
-    return windows, origin
+    return windows, origin, starts
 
 
-def build(train: tuple[list[np.ndarray], list[str] | None], split_data: tuple[list[np.ndarray], list[str] | None],
+def window_labels(step_labels: list[np.ndarray], origin: list[int], starts: list[int], window: int,
+                  source: str) -> tuple[list[int], list[str], list[tuple[int, int]]]:
+    """For windows of series labelled step by step: the windows whose steps all carry one label
+    (the others, across a change of label, are left out and counted in the log), their labels, and
+    for each the stretch of one label it lies in, ``(series, stretch)``: the whole example it was
+    cut from."""
+    stretches = [np.concatenate([[0], np.cumsum(row[1:] != row[:-1])]) for row in step_labels]
+    kept = [i for i, (one, start) in enumerate(zip(origin, starts))
+            if stretches[one][start] == stretches[one][start + window - 1]]
+    if len(kept) < len(origin):
+        log.warning("%s: %d of %d windows span a change of label and are left out.", source,
+                    len(origin) - len(kept), len(origin))
+    labels = [str(step_labels[origin[i]][starts[i]].item()) for i in kept]
+    return kept, labels, [(origin[i], int(stretches[origin[i]][starts[i]])) for i in kept]
+
+
+def build(train: tuple[list[np.ndarray], list | None], split_data: tuple[list[np.ndarray], list | None],
           declared: list[str], cfg: TimeSeriesDataConfig, split: str, source: str) -> SeriesSet:
     """A split's :class:`SeriesSet`, its classes and length taken from the training split (or its
-    windows, with ``data.window``)."""
+    windows, with ``data.window``). Labels are one per series, or one per step (arrays), which
+    label the windows."""
     train_series, train_labels = train
     series, labels = split_data
+    if train_labels and not isinstance(train_labels[0], str):  # one per step
+        train_labels = [str(v.item()) for row, one in zip(train_labels, train_series)
+                        for v in np.unique(row[: series_length(one)])]
     classes = declared or (class_names(train_labels) if train_labels else [])
     if labels is not None and not classes:
         labels = None  # a labelled test split for an unlabelled training split: nothing to probe with
-    groups = None
+    groups = origins = None
     if cfg.stride and not cfg.window:
         raise ConfigError(f"data.stride={cfg.stride} needs data.window=STEPS: the stride is how far apart windows "
                           f"start.")
+    per_step = bool(labels) and not isinstance(labels[0], str)
+    if per_step and not cfg.window:
+        raise DataError(f"{source}: the labels are one per step, {len(labels[0])} a series. Cut the series into "
+                        f"windows with data.window=STEPS: each window takes the label of its steps.")
     if cfg.window:
-        series, groups = cut_windows(series, cfg.window, cfg.stride or cfg.window, source)
-        labels = None if labels is None else [labels[i] for i in groups]
+        series, groups, starts = cut_windows(series, cfg.window, cfg.stride or cfg.window, source)
+        if per_step:
+            kept, labels, origins = window_labels(labels, groups, starts, cfg.window, source)
+            series, groups = [series[i] for i in kept], [groups[i] for i in kept]
+        else:
+            labels, origins = None if labels is None else [labels[i] for i in groups], groups
     elif split == "train" and len(series) < cfg.batch_size:  # said beside the error the run stops with
         log.warning("%s: %d series, fewer than a batch of %d. If they are long recordings, data.window=STEPS cuts "
                     "each into windows, the items to train on.", source, len(series), cfg.batch_size)
     length = cfg.length or cfg.window or max((series_length(s) for s in train_series), default=1)
     indices = label_indices(labels, classes, source) if labels is not None else [-1] * len(series)
-    return SeriesSet(series, indices, classes, length, split == "train", source, groups, cfg.window)
+    return SeriesSet(series, indices, classes, length, split == "train", source, groups, cfg.window, origins)
 
 
 # ------------------------------------------------------------------------------ ucr
@@ -410,21 +438,26 @@ def _pick(mapping, keys: tuple[str, ...]):
     return next((mapping[k] for k in keys if k in mapping), None)
 
 
-def _label_list(y, path: Path) -> list[str]:
-    """Labels as text, one per series (a column ``(n, 1)`` too); rows of several values — one-hot
-    codes, scores — are refused with how to make labels of them."""
+def _label_list(y, path: Path, steps: int | None = None) -> list[str] | list[np.ndarray]:
+    """Labels as text, one per series (a column ``(n, 1)`` too), or, for an array ``(series,
+    steps)`` as long as the series, one per step: a row of labels for each series (a stream
+    annotated as it goes, cut into windows with ``data.window``). Other rows of several values —
+    one-hot codes, scores — are refused with how to make labels of them."""
     array = np.asarray(y.numpy() if isinstance(y, torch.Tensor) else y)
+    if array.ndim == 2 and steps is not None and array.shape[1] == steps > 1:
+        return list(array)
     if array.ndim > 1 and math.prod(array.shape[1:]) > 1:
-        raise DataError(f"{path}: the labels are an array of shape {array.shape}, not one label per series. Save "
-                        f"a class index or name per series (one-hot rows: y.argmax(axis=1)).")
+        raise DataError(f"{path}: the labels are an array of shape {array.shape}, neither one label per series nor "
+                        f"one per step{f' ({steps} steps)' if steps else ''}. Save a class index or name per series "
+                        f"(one-hot rows: y.argmax(axis=1)).")
     return [str(v) for v in array.reshape(-1).tolist()]
 
 
-def read_labels(path: Path) -> list[str]:
+def read_labels(path: Path, steps: int | None = None) -> list[str] | list[np.ndarray]:
     if not path.is_file():
         raise DataError(f"Label file {path} does not exist.")
     if path.suffix == ".npy":
-        return _label_list(_load_numpy(path), path)
+        return _label_list(_load_numpy(path), path, steps)
     return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
@@ -465,7 +498,7 @@ def read_array_file(path: Path, labels_path: Path | None, label_column: str | in
         if x is None:
             raise DataError(f"{path} holds {', '.join(arrays)}; name the series array one of {', '.join(X_KEYS)}.")
         series, y = _as_series(x, path, channels_last), _pick(arrays, Y_KEYS)
-        labels = None if y is None else _label_list(y, path)
+        labels = None if y is None else _label_list(y, path, _steps(series))
     elif suffix == ".pt":
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -481,16 +514,22 @@ def read_array_file(path: Path, labels_path: Path | None, label_column: str | in
         else:
             x, y = loaded, None  # a tensor, or a list of series
         series = _tensor_series(x, path, channels_last)
-        labels = None if y is None else _label_list(y, path)
+        labels = None if y is None else _label_list(y, path, _steps(series))
     elif suffix in (".csv", ".tsv"):
         series, labels = read_delimited(path, label_column)
     else:
         raise DataError(f"{path}: array-file reads {', '.join(ARRAY_SUFFIXES)}; convert the data to one of them.")
     if labels_path is not None:
-        labels = read_labels(labels_path)
+        labels = read_labels(labels_path, _steps(series))
     if labels is not None and len(labels) != len(series):
         raise DataError(f"{path}: {len(series)} series but {len(labels)} labels.")
     return series, labels
+
+
+def _steps(series: list[np.ndarray]) -> int | None:
+    """The steps every series is stored with (an array's width, NaN padding included), if one."""
+    widths = {one.shape[1] for one in series}
+    return widths.pop() if len(widths) == 1 else None
 
 
 def read_delimited(path: Path, label_column: str | int) -> tuple[list[np.ndarray], list[str] | None]:
