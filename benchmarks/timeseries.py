@@ -11,7 +11,8 @@ with ``data.window``, also over whole series, each by its windows' mean predicti
     python benchmarks/timeseries.py [--sets JapaneseVowels OSULeaf GunPoint] [--seeds 0 1 2]
         [--methods byol untrained supervised minirocket] [--label-draws 10] [--out DIR] [key=value ...]
 
-``key=value`` overrides change the BYOL (and supervised) runs, e.g. another pair to compare.
+``key=value`` overrides change the BYOL (and supervised) runs, e.g. another pair to compare; those of
+``data.*`` (a ``data.root``, windows) change MiniRocket's series too.
 Finished runs in ``--out`` are evaluated again, not retrained. Prints a Markdown table (means over
 seeds, then each method's margin over the untrained encoder of the same seed, ± its standard error
 over the seeds) and writes ``DIR/results.json``.
@@ -148,7 +149,8 @@ def main() -> None:
             for method in args.methods:
                 began = time.perf_counter()
                 if method == "minirocket":
-                    result, minutes = minirocket(data, seed, eval_overrides), None
+                    same_data = [o for o in args.overrides if o.startswith("data.")]
+                    result, minutes = minirocket([*data, *same_data], seed, eval_overrides), None
                 else:
                     objective = ["objective=supervised"] if method == "supervised" else []
                     kind = "supervised" if method == "supervised" else "byol"
