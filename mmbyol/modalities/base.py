@@ -74,8 +74,9 @@ class DataSet(Protocol):
       speaker, recording or word an item comes from); the monitor then keeps a group's items out of
       either its kNN memory or its queries, so it measures what an unseen group's test measures;
     - optionally ``origins``: one hashable per item naming the whole example it was cut from (a
-      window's series), whose label all its items share; ``mmbyol eval`` then also scores each
-      whole example by the mean prediction of its items (``linear_acc_whole``, …);
+      window's series, or its stretch of one label), whose label all its items share; ``mmbyol
+      eval`` then also scores each whole example by the mean prediction of its items
+      (``linear_acc_whole``, …) and gives the few labels to whole examples;
     - optionally ``set_epoch(epoch)``, for a data set with random per-item choices (a crop's
       place, a noise): the loop calls it before each epoch, and from then on the draws depend on
       (seed, epoch, index) only, so a resumed run reads the same items. Before it is called
