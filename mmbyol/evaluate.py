@@ -217,14 +217,15 @@ def whole_accuracy(scores: torch.Tensor, labels: torch.Tensor, origins: Sequence
     return accuracy(torch.zeros(len(whole_labels), scores.shape[1]).index_add_(0, which, scores.float()), whole_labels)
 
 
-def require_examples(labels: torch.Tensor, per_class: int, classes: Sequence[str] | None = None) -> None:
+def require_examples(labels: torch.Tensor, per_class: int, classes: Sequence[str] | None = None,
+                     examples: str = "training examples") -> None:
     """A :class:`DataError` naming the smallest class when it has fewer than ``per_class`` examples
-    (by its name where ``classes`` are given)."""
+    (by its name where ``classes`` are given; ``examples`` says what is counted)."""
     present, counts = labels.unique(return_counts=True)
     if len(counts) and counts.min() < per_class:
         label, count = int(present[counts.argmin()]), int(counts.min())
         name = repr(classes[label]) if classes is not None and 0 <= label < len(classes) else str(label)
-        raise DataError(f"Class {name} has only {count} training examples, fewer than eval.labels_per_class="
+        raise DataError(f"Class {name} has only {count} {examples}, fewer than eval.labels_per_class="
                         f"{per_class}. Set eval.labels_per_class={count} or less, or leave it unset for the probe "
                         f"with all labels and kNN alone.")
 
@@ -329,7 +330,11 @@ def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
     :func:`whole_accuracy`)."""
     n = eval_cfg.labels_per_class
     if n is not None:  # said before the probe with all labels, not after it
-        require_examples(train_y if train_origins is None else wholes(train_y, train_origins)[1], n, classes)
+        if train_origins is None:
+            require_examples(train_y, n, classes)
+        else:  # the labels go to whole examples, so they are what is counted
+            require_examples(wholes(train_y, train_origins)[1], n, classes,
+                             "whole training examples (the series, or stretches of one label, items were cut from)")
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     grid = list(eval_cfg.l2_grid)
     linear, l2 = probe_scores(train_x, train_y, test_x, num_classes, eval_cfg.seed, l2_grid=grid)

@@ -149,7 +149,7 @@ def test_few_labels_of_windows_label_whole_series():
         few_labels(labels, 3, seed=0, origins=origins)  # 6 windows, but 2 series
     x, y = torch.randn(15, 4), labels
     eval_cfg = load_config(["eval.labels_per_class=3"]).eval
-    with pytest.raises(DataError, match="Class 'run' has only 2"):  # said before any probe, counting series
+    with pytest.raises(DataError, match="Class 'run' has only 2 whole training examples"):  # counting series
         probe_metrics(x, y, x, y, eval_cfg, classes=["walk", "run"], train_origins=origins, test_origins=origins)
 
 
