@@ -14,6 +14,7 @@ from mmbyol.evaluate import (
     knn_neighbours,
     knn_scores,
     linear_probe,
+    origins_of,
     probe_metrics,
     whole_accuracy,
 )
@@ -151,6 +152,17 @@ def test_few_labels_of_windows_label_whole_series():
     eval_cfg = load_config(["eval.labels_per_class=3"]).eval
     with pytest.raises(DataError, match="Class 'run' has only 2 whole training examples"):  # counting series
         probe_metrics(x, y, x, y, eval_cfg, classes=["walk", "run"], train_origins=origins, test_origins=origins)
+
+
+def test_whole_examples_are_measured_only_where_every_item_has_its_row(caplog):
+    class Windows:
+        origins = [0, 0, 1, 1, 2]
+
+    assert origins_of(Windows(), 5) == [0, 0, 1, 1, 2]
+    with caplog.at_level("WARNING"):
+        assert origins_of(Windows(), 4) is None  # an unreadable item: rows no longer line up with origins
+    assert "1 items could not be read: no measures over whole examples" in caplog.text
+    assert origins_of(object(), 3) is None
 
 
 def test_probe_metrics_over_whole_examples_beside_their_items():

@@ -10,7 +10,7 @@ import torch
 
 from mmbyol import load_encoder
 from mmbyol.config import load_config
-from mmbyol.data import build_dataset
+from mmbyol.data import build_dataset, evenly_spaced
 from mmbyol.errors import ConfigError, DataError
 from mmbyol.evaluate import load_eval_config
 from mmbyol.modalities.base import build_encoder
@@ -286,6 +286,7 @@ def test_a_stream_labelled_step_by_step_gives_windows_of_one_label_each(tmp_path
     assert "3 of 15 windows span a change of label and are left out" in caplog.text
     assert windows.groups == [0] * 6 + [1] * 6  # the monitor holds recordings apart
     assert windows.origins == [(0, 0)] * 3 + [(0, 1)] * 2 + [(0, 2)] + [(1, 0)] * 6  # each stretch a whole
+    assert evenly_spaced(windows, 4).origins == [windows.origins[i] for i in (0, 3, 6, 9)]  # eval.test_limit
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)  # the same as a label file beside a .npy
     apart = build_dataset(load_config([*base[:3], f"data.train={tmp_path / 'x.npy'}",
