@@ -9,7 +9,8 @@ per class (the mean over ``--label-draws`` draws, 10), and weighted kNN, on the 
 with ``data.window``, also over whole series, each by its windows' mean prediction.
 
     python benchmarks/timeseries.py [--sets JapaneseVowels OSULeaf GunPoint] [--seeds 0 1 2]
-        [--methods byol untrained supervised minirocket] [--label-draws 10] [--out DIR] [key=value ...]
+        [--methods byol untrained supervised minirocket] [--minirocket-kernels 10000] [--label-draws 10]
+        [--out DIR] [key=value ...]
 
 ``key=value`` overrides change the BYOL (and supervised) runs, e.g. another pair to compare; those of
 ``data.*`` (a ``data.root``, windows) change MiniRocket's series too.
@@ -52,8 +53,9 @@ def trained_run(out: Path, name: str, seed: int, overrides: list[str]) -> tuple[
     return out, (time.perf_counter() - started) / 60
 
 
-def minirocket(data: list[str], seed: int, eval_overrides: list[str]) -> dict:
-    """MiniRocket features of the normalized series (as the encoders see them), then the probe."""
+def minirocket(data: list[str], seed: int, eval_overrides: list[str], kernels: int = 10_000) -> dict:
+    """MiniRocket features of the normalized series (as the encoders see them), then the probe;
+    ``kernels``, aeon's ``n_kernels``, sets how many features (a multiple of 84)."""
     from aeon.transformations.collection.convolution_based import MiniRocket
 
     cfg = load_config(["modality=timeseries", *data, *eval_overrides])
@@ -63,7 +65,7 @@ def minirocket(data: list[str], seed: int, eval_overrides: list[str]) -> dict:
     def series(dataset) -> torch.Tensor:
         return prepare_series(dataset.x, cpu, train_set.info).double().numpy()
 
-    transform = MiniRocket(random_state=seed)
+    transform = MiniRocket(n_kernels=kernels, random_state=seed)
     train_x = torch.as_tensor(transform.fit_transform(series(train_set)), dtype=torch.float32)
     test_x = torch.as_tensor(transform.transform(series(test_set)), dtype=torch.float32)
     train_y, test_y = torch.tensor(train_set.labels), torch.tensor(test_set.labels)
@@ -134,6 +136,8 @@ def main() -> None:
     # GunPoint's probe learns from 10 series: which 10 moves it by 20 points, so more draws than eval's 5
     parser.add_argument("--label-draws", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("runs/timeseries-benchmark"))
+    # as few features as an encoder gives, to tell MiniRocket's kind of feature from its number
+    parser.add_argument("--minirocket-kernels", type=int, default=10_000)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     # key=value anywhere, also right after a list option such as --methods, which would take it
     argv = sys.argv[1:]
@@ -150,7 +154,8 @@ def main() -> None:
                 began = time.perf_counter()
                 if method == "minirocket":
                     same_data = [o for o in args.overrides if o.startswith("data.")]
-                    result, minutes = minirocket([*data, *same_data], seed, eval_overrides), None
+                    result, minutes = minirocket([*data, *same_data], seed, eval_overrides,
+                                                 args.minirocket_kernels), None
                 else:
                     objective = ["objective=supervised"] if method == "supervised" else []
                     kind = "supervised" if method == "supervised" else "byol"
