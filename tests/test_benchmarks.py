@@ -186,6 +186,10 @@ def test_timeseries_summary_gives_each_method_its_margin_over_the_untrained_enco
     assert "| mean of 2 sets | byol − untrained | +15.0 ± 5.0 | +15.0 ± 5.0 | +15.0 ± 5.0 | 2 |" in table
     assert any(line.startswith("| A | byol | 43.3 ± ") and line.endswith(" | 3 |") for line in table)
     assert not any("untrained − untrained" in line for line in table)
+    windows = [{**r, "linear_acc_whole": r["linear_acc"] + 0.05} for r in records]  # runs on windows
+    table = timeseries.summary(windows, 5).splitlines()
+    assert table[0] == "| set | method | linear_acc | linear_acc_5 | knn_acc | linear_acc_whole | runs |"
+    assert "| A | byol − untrained | +15.0 ± 5.0 | +15.0 ± 5.0 | +15.0 ± 5.0 | +15.0 ± 5.0 | 2 |" in table
 
 
 def test_raw_series_gives_a_raw_input_encoder_the_items_features(tmp_path):
