@@ -398,8 +398,7 @@ def search(cfg: DictConfig) -> Path:
         bar.close()
         if _finished(study):
             write_report(study, cfg, where, final)
-    margin = final_margin(cfg, study, final)
-    best, refs = chosen_trial(study, final, margin), reference_values(study)
+    (best, margin), refs = final_choice(cfg, study, final), reference_values(study)
     if best is not None:
         number = best.user_attrs.get("of", best.number)
         in_final = "of" in best.user_attrs
@@ -530,6 +529,12 @@ def final_margin(cfg: DictConfig, study, final) -> float:
     return cfg.search.margin * standard_error(configured.value, queries)
 
 
+def final_choice(cfg: DictConfig, study, final) -> tuple[Any, float]:
+    """What best.yaml holds (:func:`chosen_trial`) and the margin it was chosen with (:func:`final_margin`)."""
+    margin = final_margin(cfg, study, final)
+    return chosen_trial(study, final, margin), margin
+
+
 def held_note(cfg: DictConfig, study, final, margin: float) -> str:
     """When the configured pair keeps best.yaml though a finalist led it, by how much and against
     what margin; else nothing."""
@@ -636,8 +641,7 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     key = study.user_attrs.get("objective", "monitor_knn")
     refs = reference_values(study)
-    margin = final_margin(cfg, study, final)
-    best = chosen_trial(study, final, margin)
+    best, margin = final_choice(cfg, study, final)
     final_steps = final.user_attrs.get("final_steps") if final is not None else None
     finals = sorted(({"trial": t.user_attrs["of"], "value": t.value, "steps": t.user_attrs["steps"],
                       "reference": t.user_attrs.get("reference"),
