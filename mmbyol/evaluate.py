@@ -213,7 +213,11 @@ def wholes(labels: torch.Tensor, origins: Sequence[Any]) -> tuple[torch.Tensor, 
 def whole_accuracy(scores: torch.Tensor, labels: torch.Tensor, origins: Sequence[Any]) -> float:
     """Accuracy over the whole examples that items were cut from, each predicted by the mean of its
     items' ``scores``: a soft vote, in which every item has one say."""
-    which, whole_labels = wholes(labels, origins)
+    return _vote_accuracy(scores, *wholes(labels, origins))
+
+
+def _vote_accuracy(scores: torch.Tensor, which: torch.Tensor, whole_labels: torch.Tensor) -> float:
+    """:func:`whole_accuracy` for wholes already found by :func:`wholes`."""
     return accuracy(torch.zeros(len(whole_labels), scores.shape[1]).index_add_(0, which, scores.float()), whole_labels)
 
 
@@ -349,9 +353,10 @@ def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
         result[name] = round(sum(accuracies) / len(accuracies), 4)
         if name == f"linear_acc_{n}":
             result[f"{name}_draws"] = [round(a, 4) for a in accuracies]
-    if test_origins is not None:
+    test_wholes = wholes(test_y, test_origins) if test_origins is not None else None  # found once for every measure
+    if test_wholes is not None:
         for name, draws in scores.items():
-            result[f"{name}_whole"] = round(sum(whole_accuracy(s, test_y, test_origins) for s in draws) / len(draws), 4)
+            result[f"{name}_whole"] = round(sum(_vote_accuracy(s, *test_wholes) for s in draws) / len(draws), 4)
     result["protocol"] = {
         "linear": "logistic regression on standardized frozen features, L-BFGS to convergence, " + (
             f"L2 chosen on held-out training data from {grid} (chose {l2:g})" if len(grid) > 1 else f"L2 {l2:g}"),
@@ -361,8 +366,8 @@ def probe_metrics(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Te
         "label_draws": eval_cfg.label_draws if n is not None else None,
         "seed": eval_cfg.seed,
     }
-    if test_origins is not None:
-        result["protocol"]["whole"] = (f"each of the {len(set(test_origins))} whole examples the test items were cut "
+    if test_wholes is not None:
+        result["protocol"]["whole"] = (f"each of the {len(test_wholes[1])} whole examples the test items were cut "
                                        f"from, predicted by the mean of its items' class probabilities (kNN: their "
                                        f"vote shares)")
     if train_origins is not None and n is not None:
