@@ -411,7 +411,8 @@ def test_series_with_infinite_values_are_skipped_and_counted(tmp_path, caplog):
     assert all(math.isfinite(v) for v in dataset.info["mean"] + dataset.info["std"])
 
 
-@pytest.mark.parametrize("name, options", [("fcn", {}), ("resnet1d", {}), ("patch_transformer", {"patch": 8})])
+@pytest.mark.parametrize("name, options", [("fcn", {}), ("resnet1d", {}), ("dilated_cnn", {}),
+                                           ("patch_transformer", {"patch": 8})])
 def test_encoders_take_any_length(name, options):
     encoder = build_encoder("timeseries", {"name": name, **options}, {"channels": 3, "length": 29}).eval()
     for length in (29, 7, 100):
@@ -440,6 +441,30 @@ def test_pooling_over_time(name):
     torch.testing.assert_close(maxed(spike), maxed(spike.roll(5, dims=-1)))
     with pytest.raises(ConfigError, match="pool must be one of mean, max, meanmax"):
         build_encoder("timeseries", {"name": name, "pool": "sum"}, info)
+
+
+def test_the_dilated_cnn_sees_each_step_through_its_dilated_taps():
+    torch.manual_seed(0)
+    info = {"channels": 2, "length": 40}
+    encoder = build_encoder("timeseries", {"name": "dilated_cnn", "width": 3, "kernel": 3, "dilations": [1, 4],
+                                           "depth": 1, "pool": "meanmax"}, info).eval()
+    assert encoder.out_dim == 3 * 2 * 2
+    x = torch.randn(2, 2, 40)
+    changed = x.clone()
+    changed[:, 1, 20] += 1.0
+    for branch, dilation in zip(encoder.branches, (1, 4)):
+        before_relu = branch[:-1]  # pad, convolution, BatchNorm
+        moved = (before_relu(changed) - before_relu(x)).abs().amax(dim=(0, 1)) > 0
+        # a kernel of 3 taps at this dilation, centred: steps 20 - d, 20 and 20 + d, and nothing else
+        assert moved.nonzero().flatten().tolist() == [20 - dilation, 20, 20 + dilation]
+        assert before_relu(x).shape == x[:, :1].expand(2, 3, 40).shape  # the length is kept
+    maps = [branch(x) for branch in encoder.branches]
+    torch.testing.assert_close(encoder(x), torch.cat([torch.cat([m.mean(-1), m.amax(-1)], 1) for m in maps], 1))
+    two_layers = build_encoder("timeseries", {"name": "dilated_cnn", "kernel": 3, "dilations": [4], "depth": 2}, info)
+    moved = (two_layers.eval().branches[0](changed) - two_layers.branches[0](x)).abs().amax(dim=(0, 1)) > 0
+    assert moved.nonzero().flatten().tolist() == [12, 16, 20, 24, 28]  # two layers of taps 4 apart
+    with pytest.raises(ConfigError, match="every dilation must be positive"):
+        build_encoder("timeseries", {"name": "dilated_cnn", "dilations": [1, 0]}, info)
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Encoders for ``(B, channels, length)`` series: the two 1-D baselines of time-series
 classification (Wang et al. 2017, "Time series classification from scratch with deep neural
-networks"), FCN and ResNet, and a small Transformer over patches (PatchTST's input, Nie et al.
-2023). Each ends in a pooling over time, so any length works."""
+networks"), FCN and ResNet, a CNN of dilated kernels as ROCKET draws them (Dempster et al. 2020),
+and a small Transformer over patches (PatchTST's input, Nie et al. 2023). Each ends in a pooling
+over time, so any length works."""
 
 from __future__ import annotations
 
@@ -98,6 +99,36 @@ class ResNet1D(nn.Module):
         return self.pool(self.blocks(x))
 
 
+class DilatedCNN(nn.Module):
+    """ROCKET's kernels, learned: one branch per dilation (1, 2, 4 … 32), each ``depth``
+    convolutions of ``kernel`` steps at that dilation with BatchNorm (ReLU between and after),
+    ``width`` channels; each branch pooled over time (:class:`TimePool`), side by side →
+    ``(B, width · dilations)``, twice that for ``meanmax``. A kernel of 9 at dilation 32 spans 257
+    steps, where FCN's three layers see 14."""
+
+    def __init__(self, in_channels: int, width: int = 16, kernel: int = 9,
+                 dilations: tuple[int, ...] = (1, 2, 4, 8, 16, 32), depth: int = 2, pool: str = "meanmax"):
+        super().__init__()
+        if width < 1 or kernel < 1 or depth < 1 or not dilations or min(dilations) < 1:
+            raise ValueError(f"width, kernel, depth and every dilation must be positive; got {width}, {kernel}, "
+                             f"{depth}, {list(dilations)}")
+        self.pool = TimePool(pool)
+        self.branches = nn.ModuleList()
+        for dilation in dilations:
+            layers, c_in = [], in_channels
+            span = dilation * (kernel - 1)  # zero padding keeps the length, as conv_block's
+            for _ in range(depth):
+                layers += [nn.ConstantPad1d((span // 2, span - span // 2), 0.0),
+                           nn.Conv1d(c_in, width, kernel, dilation=dilation, bias=False), nn.BatchNorm1d(width),
+                           nn.ReLU(inplace=True)]
+                c_in = width
+            self.branches.append(nn.Sequential(*layers))
+        self.out_dim = width * len(dilations) * self.pool.width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.pool(branch(x)) for branch in self.branches], dim=1)
+
+
 class PatchTransformer(nn.Module):
     """A Transformer encoder over patches: the series cut into ``patch`` steps (the end padded with
     zeros, the mean of normalized data), each patch of every channel flattened and embedded,
@@ -141,6 +172,12 @@ def fcn(info: dict, channels: list[int] = (128, 256, 128), kernels: list[int] = 
 def resnet1d(info: dict, channels: list[int] = (64, 128, 128), kernels: list[int] = (8, 5, 3),
              pool: str = "mean") -> ResNet1D:
     return ResNet1D(info["channels"], tuple(channels), tuple(kernels), pool)
+
+
+@register_encoder("timeseries", "dilated_cnn")
+def dilated_cnn(info: dict, width: int = 16, kernel: int = 9, dilations: list[int] = (1, 2, 4, 8, 16, 32),
+                depth: int = 2, pool: str = "meanmax") -> DilatedCNN:
+    return DilatedCNN(info["channels"], width, kernel, tuple(dilations), depth, pool)
 
 
 @register_encoder("timeseries", "patch_transformer")
