@@ -36,11 +36,12 @@ class TimePool(nn.Module):
         return torch.cat([x.mean(dim=-1), x.amax(dim=-1)], dim=1)
 
 
-def conv_block(c_in: int, c_out: int, kernel: int) -> list[nn.Module]:
+def conv_block(c_in: int, c_out: int, kernel: int, dilation: int = 1) -> list[nn.Module]:
     """A length-keeping convolution (zero padding, one more step after than before for an even
-    kernel, as ``padding="same"`` pads, without its copy) and BatchNorm."""
-    pad = [nn.ConstantPad1d(((kernel - 1) // 2, kernel // 2), 0.0)] if kernel > 1 else []
-    return [*pad, nn.Conv1d(c_in, c_out, kernel, bias=False), nn.BatchNorm1d(c_out)]
+    span, as ``padding="same"`` pads, without its copy) and BatchNorm."""
+    span = dilation * (kernel - 1)
+    pad = [nn.ConstantPad1d((span // 2, span - span // 2), 0.0)] if span else []
+    return [*pad, nn.Conv1d(c_in, c_out, kernel, dilation=dilation, bias=False), nn.BatchNorm1d(c_out)]
 
 
 class FCN(nn.Module):
@@ -116,11 +117,8 @@ class DilatedCNN(nn.Module):
         self.branches = nn.ModuleList()
         for dilation in dilations:
             layers, c_in = [], in_channels
-            span = dilation * (kernel - 1)  # zero padding keeps the length, as conv_block's
             for _ in range(depth):
-                layers += [nn.ConstantPad1d((span // 2, span - span // 2), 0.0),
-                           nn.Conv1d(c_in, width, kernel, dilation=dilation, bias=False), nn.BatchNorm1d(width),
-                           nn.ReLU(inplace=True)]
+                layers += [*conv_block(c_in, width, kernel, dilation), nn.ReLU(inplace=True)]
                 c_in = width
             self.branches.append(nn.Sequential(*layers))
         self.out_dim = width * len(dilations) * self.pool.width
