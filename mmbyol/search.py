@@ -676,15 +676,19 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
     _atomic_write(where / "report.json", json.dumps(report, indent=1) + "\n")
     if best is not None:
         what = key.removeprefix("monitor_")
-        if "of" in best.user_attrs:
+        held = held_note(cfg, study, final, margin)
+        if best.user_attrs.get("reference") and "of" in best.user_attrs:
+            found = (f"{what} {best.value:.4f} on the validation slice after {best.user_attrs['steps']} steps: the "
+                     f"configured pair, kept in the final round")
+        elif "of" in best.user_attrs:
             configured = next((r["value"] for r in finals if r["reference"]), None)
             found = (f"{what} {best.value:.4f} on the validation slice after {best.user_attrs['steps']} steps, the "
                      f"best of the final round (configured pair {_fmt(configured)})")
         else:
             found = (f"{what} {best.value:.4f} on the validation slice (untrained encoder {_fmt(refs['untrained'])}, "
                      f"configured pair {_fmt(refs['configured'])})")
-        text = (f"# Found by mmbyol search: {found}.\n"
-                f"# Train it: mmbyol train config={where / 'best.yaml'}\n")
+        text = (f"# Found by mmbyol search: {found}.\n" + (f"# {held}\n" if held else "")
+                + f"# Train it: mmbyol train config={where / 'best.yaml'}\n")
         text += OmegaConf.to_yaml(OmegaConf.create(best_config(cfg, best.user_attrs["recipe"])))
         _atomic_write(where / "best.yaml", text)
     _atomic_write(where / "report.md", _markdown(cfg, report))

@@ -156,6 +156,31 @@ def test_a_finalist_replaces_the_configured_pair_only_with_a_lead_beyond_the_sli
         load_config(["search.margin=-1"])
 
 
+@pytest.mark.parametrize("challenger, kept", [(0.58, True), (0.70, False)])
+def test_best_yaml_says_whether_the_final_round_kept_the_configured_pair(tmp_path, challenger, kept):
+    cfg = load_config([])
+    recipe = configured_recipe(cfg)
+    study, final = optuna.create_study(direction="maximize"), optuna.create_study(direction="maximize")
+    study.set_user_attr("slice", {"items": 200, "queries": 100})
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"recipe": recipe, "reference": "configured"}))
+    study.add_trial(optuna.trial.create_trial(value=0.7, user_attrs={"recipe": recipe}))
+    final.set_user_attr("final_steps", 20)
+    final.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"of": 0, "steps": 20, "recipe": recipe,
+                                                                     "reference": "configured"}))
+    final.add_trial(optuna.trial.create_trial(value=challenger, user_attrs={"of": 1, "steps": 20, "recipe": recipe}))
+    search_module.write_report(study, cfg, tmp_path, final)
+    header = [line for line in (tmp_path / "best.yaml").read_text().splitlines() if line.startswith("#")]
+    if kept:  # 8 points on 100 queries: within the margin of 10
+        assert header[0] == ("# Found by mmbyol search: knn 0.5000 on the validation slice after 20 steps: the "
+                             "configured pair, kept in the final round.")
+        assert header[1].startswith("# trial 1 led the configured pair by 8.0 points in the final round")
+    else:
+        assert header[0] == ("# Found by mmbyol search: knn 0.7000 on the validation slice after 20 steps, the best "
+                             "of the final round (configured pair 0.5000).")
+        assert header[1].startswith("# Train it: mmbyol train config=")
+    assert json.loads((tmp_path / "report.json").read_text())["best"] == (0 if kept else 1)
+
+
 @pytest.mark.parametrize("best, below", [(0.60, True), (0.64, False), (0.70, False)])
 def test_the_report_says_when_the_recipe_found_measured_below_the_untrained_encoder(tmp_path, best, below):
     cfg = load_config([])
