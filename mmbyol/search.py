@@ -677,13 +677,11 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
     if best is not None:
         what = key.removeprefix("monitor_")
         held = held_note(cfg, study, final, margin)
-        if best.user_attrs.get("reference") and "of" in best.user_attrs:
-            found = (f"{what} {best.value:.4f} on the validation slice after {best.user_attrs['steps']} steps: the "
-                     f"configured pair, kept in the final round")
-        elif "of" in best.user_attrs:
+        if "of" in best.user_attrs:  # chosen in the final round
             configured = next((r["value"] for r in finals if r["reference"]), None)
-            found = (f"{what} {best.value:.4f} on the validation slice after {best.user_attrs['steps']} steps, the "
-                     f"best of the final round (configured pair {_fmt(configured)})")
+            found = (f"{what} {best.value:.4f} on the validation slice after {best.user_attrs['steps']} steps"
+                     + (": the configured pair, kept in the final round" if best.user_attrs.get("reference")
+                        else f", the best of the final round (configured pair {_fmt(configured)})"))
         else:
             found = (f"{what} {best.value:.4f} on the validation slice (untrained encoder {_fmt(refs['untrained'])}, "
                      f"configured pair {_fmt(refs['configured'])})")
