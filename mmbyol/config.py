@@ -403,3 +403,17 @@ def to_container(cfg: DictConfig) -> dict[str, Any]:
     """A plain dict (for checkpoints, which load with ``weights_only=True``)."""
     return OmegaConf.to_container(cfg, resolve=True)
 
+
+def data_source(cfg: DictConfig) -> dict[str, Any]:
+    """The ``data`` keys that name the items a run reads: the data set's name, then its files
+    (``train``, ``test``) where they are given, else the set within it (``set``) where it has one."""
+    files = [key for key in ("train", "test") if cfg.data.get(key) is not None]
+    keys = files or (["set"] if cfg.data.get("set") is not None else [])
+    return {"name": cfg.data.name, **{key: cfg.data[key] for key in keys}}
+
+
+def describe_data(cfg: DictConfig) -> str:
+    """``ucr (set=JapaneseVowels)``: the data a run reads, for logs and reports."""
+    source = data_source(cfg)
+    name, rest = source.pop("name"), " ".join(f"{key}={value}" for key, value in source.items())
+    return f"{name} ({rest})" if rest else str(name)

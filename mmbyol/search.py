@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .augment import Augmentation, augmentation_class, augmentation_names
 from .checkpoint import folder_for_run
-from .config import load_config, to_container
+from .config import data_source, describe_data, load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
 from .modalities.base import get_modality
@@ -308,7 +308,7 @@ def search(cfg: DictConfig) -> Path:
     final.set_user_attr("final_steps", last_steps)
     deadline = time.monotonic() + 60 * cfg.search.minutes if cfg.search.minutes else math.inf
     log.info("search %s/%s → %s: %d trials of %d steps (%s%s), %d candidate augmentations: %s",
-             cfg.modality, cfg.data.name, where, cfg.search.trials, steps, key.removeprefix("monitor_"),
+             cfg.modality, describe_data(cfg), where, cfg.search.trials, steps, key.removeprefix("monitor_"),
              f", {cfg.search.minutes:g} min at most" if cfg.search.minutes else "", len(names), ", ".join(names))
     if cfg.search.finalists:
         log.info("then a final round: the %d best and the configured pair, %d steps each",
@@ -609,10 +609,12 @@ def best_config(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
     if cfg.plugins:
         out["plugins"] = list(cfg.plugins)
     found["trainer"]["progress"] = defaults["trainer"]["progress"]  # how a run shows itself is not the recipe
+    # the data searched on is named even where it is the default: the file says what it was found for
+    out["data"] = data_source(cfg)
     for section in ("seed", "data", "encoder", "model", "optim", "trainer"):
         changed = _changed(found[section], defaults[section])
         if changed is not _SAME:
-            out[section] = changed
+            out[section] = {**out[section], **changed} if section == "data" else changed
     out["augment"] = {"view1": recipe["view1"], "view2": recipe["view2"]}
     return out
 
@@ -701,7 +703,7 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
                f"{100 * standard_error(0.5, measured['queries']):.1f} points: differences between trials smaller than "
                f"about twice that may be one draw of the slice"
                if what == "knn" and "queries" in measured else "")
-    lines = [f"# mmbyol search: {cfg.modality} / {cfg.data.name}", "",
+    lines = [f"# mmbyol search: {cfg.modality} / {describe_data(cfg)}", "",
              f"Objective: {'kNN accuracy' if what == 'knn' else 'RankMe'} on the validation slice "
              f"({measured['items']} training items{queries}; the test split is never read) after "
              f"{report['trial_steps']} BYOL steps. Higher is better.", "",

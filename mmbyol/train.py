@@ -37,7 +37,7 @@ from .checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from .config import load_config, to_container
+from .config import describe_data, load_config, to_container
 from .data import SkipCount, build_dataset, make_loader, prepare_views
 from .distributed import ONE_PROCESS, Ranks
 from .errors import ConfigError, DataError, Stopped, TrainingDiverged
@@ -206,7 +206,7 @@ def setup(cfg: DictConfig, ranks: Ranks, device: torch.device,
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     log.info("training %s/%s on %s%s in %s: %d items, %d steps of %d (%d per epoch) → %s",
-             cfg.modality, cfg.data.name, device, f" × {ranks.world} processes" if ranks.distributed else "",
+             cfg.modality, describe_data(cfg), device, f" × {ranks.world} processes" if ranks.distributed else "",
              resolve_precision(cfg.trainer.precision, device), len(dataset), t.total_steps, batch_size,
              t.steps_per_epoch, run_dir)
     return t, run_dir, state is not None

@@ -97,7 +97,18 @@ def test_best_yaml_trains_the_recipe_it_was_found_with(tmp_path):
     loaded = load_config([f"config={path}"])
     assert loaded == with_recipe(cfg, recipe)
     written = yaml.safe_load(path.read_text())
-    assert written["data"] == {"label": "voice", "snr_db": None} and "search" not in written
+    assert written["data"] == {"name": "spoken-digits", "label": "voice", "snr_db": None} and "search" not in written
+
+
+def test_best_yaml_names_the_data_it_was_searched_on_even_the_default_set(tmp_path):
+    cfg = load_config(["modality=timeseries"])
+    written = best_config(cfg, configured_recipe(cfg))
+    assert list(written)[:2] == ["modality", "data"] and written["data"] == {"name": "ucr", "set": "JapaneseVowels"}
+    own = load_config(["modality=timeseries", "data.name=array-file", "data.train=a.npz", "data.test=b.npz"])
+    assert best_config(own, configured_recipe(own))["data"] == {"name": "array-file", "train": "a.npz", "test": "b.npz"}
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump(written))
+    assert load_config([f"config={path}", "data.set=GunPoint"]).data.set == "GunPoint"  # the pair on other data
 
 
 def test_the_final_round_is_twice_a_trial_unless_told_and_never_longer_than_the_run():
