@@ -16,7 +16,7 @@ import sqlalchemy
 import yaml
 
 import mmbyol.search as search_module
-from mmbyol.config import load_config
+from mmbyol.config import describe_data, load_config
 from mmbyol.errors import ConfigError
 from mmbyol.search import best_config, candidates, configured_recipe, final_steps, suggest_recipe, with_recipe
 
@@ -109,6 +109,9 @@ def test_best_yaml_names_the_data_it_was_searched_on_even_the_default_set(tmp_pa
     path = tmp_path / "best.yaml"
     path.write_text(yaml.safe_dump(written))
     assert load_config([f"config={path}", "data.set=GunPoint"]).data.set == "GunPoint"  # the pair on other data
+    assert describe_data(cfg) == "ucr (set=JapaneseVowels)"  # report.md's title and the logs
+    assert describe_data(own) == "array-file (train=a.npz test=b.npz)"
+    assert describe_data(load_config([])) == "fashion-mnist"
 
 
 def test_the_final_round_is_twice_a_trial_unless_told_and_never_longer_than_the_run():
