@@ -610,11 +610,12 @@ def best_config(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
         out["plugins"] = list(cfg.plugins)
     found["trainer"]["progress"] = defaults["trainer"]["progress"]  # how a run shows itself is not the recipe
     # the data searched on is named even where it is the default: the file says what it was found for
-    out["data"] = data_source(cfg)
-    for section in ("seed", "data", "encoder", "model", "optim", "trainer"):
+    data = _changed(found["data"], defaults["data"])
+    out["data"] = {**data_source(cfg), **({} if data is _SAME else data)}
+    for section in ("seed", "encoder", "model", "optim", "trainer"):
         changed = _changed(found[section], defaults[section])
         if changed is not _SAME:
-            out[section] = {**out[section], **changed} if section == "data" else changed
+            out[section] = changed
     out["augment"] = {"view1": recipe["view1"], "view2": recipe["view2"]}
     return out
 
