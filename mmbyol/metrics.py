@@ -30,6 +30,21 @@ def effective_rank(features: torch.Tensor) -> float:
 
 
 @torch.no_grad()
+def effective_rank_error(features: torch.Tensor, draws: int = 100, seed: int = 0) -> float:
+    """RankMe's standard error over the items it is measured on: its spread over ``draws``
+    bootstrap resamples of the rows, as another draw of the items would move it. A generator of
+    its own, so no global random numbers are drawn."""
+    if draws < 2:
+        raise ValueError(f"draws={draws}: a spread needs at least 2 resamples")
+    generator, n, values = torch.Generator().manual_seed(seed), len(features), []
+    for _ in range(draws):
+        rows, counts = torch.randint(n, (n,), generator=generator).unique(return_counts=True)
+        # a resample's singular values are its distinct rows' weighted by √(times drawn): fewer rows to decompose
+        values.append(effective_rank(features[rows] * counts.sqrt().unsqueeze(1)))
+    return float(torch.tensor(values).std())
+
+
+@torch.no_grad()
 def projection_std(z: torch.Tensor) -> float:
     """Std over the batch of l2-normalized projections: ≈ 1/√d when healthy, → 0 when collapsed."""
     return float(F.normalize(z.float(), dim=1).std(dim=0).mean())

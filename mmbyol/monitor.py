@@ -108,6 +108,7 @@ class Monitor:
         # size; √n neighbours is the usual scale for n examples
         self.k = min(knn_k, max(1, math.ceil(math.sqrt(int(self.memory.sum())))))
         self.start: dict[str, float] | None = None  # the step-0 measurement
+        self.features: torch.Tensor | None = None  # the last measurement's, for its noise (mmbyol search)
         self.seconds = 0.0  # time spent measuring, in all
 
     @staticmethod
@@ -138,6 +139,7 @@ class Monitor:
                                            self.info, self.autocast)
         finally:
             encoder.train(training)
+        self.features = features
         result = {"monitor_rank": round(effective_rank(features), 3)}
         if self.labelled:
             result["monitor_knn"] = round(knn_accuracy(

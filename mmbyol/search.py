@@ -12,7 +12,8 @@ Short trials can rank recipes differently from full runs (a pair that learns fas
 later), so a final round trains the ``search.finalists`` best recipes and the configured pair
 again for ``search.final_steps`` (default twice a trial) and ``best.yaml`` is the best of that round,
 except that the configured pair stays unless a finalist leads it by more than ``search.margin``
-standard errors of the slice's kNN: the search recommends neither a recipe that measured worse nor
+standard errors of the objective on the slice (the kNN's binomial error; RankMe's spread over
+bootstrap resamples of the slice): the search recommends neither a recipe that measured worse nor
 one whose lead one draw of the slice could make.
 
 Trials live in an Optuna storage (SQLite in the search directory by default): a search resumes
@@ -44,6 +45,7 @@ from .checkpoint import folder_for_run
 from .config import data_source, describe_data, load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
+from .metrics import effective_rank_error
 from .modalities.base import get_modality
 from .monitor import Monitor, monitor_from_config, noise_note, standard_error
 from .runtime import autocast_context, resolve_device
@@ -316,8 +318,11 @@ def search(cfg: DictConfig) -> Path:
     if not created:
         log.info("continuing the study in %s: %d trials finished", storage_url(cfg, where), _finished(study))
 
-    def run_trial(trial, recipe: dict[str, Any], length: int, run_dir: Path, cut_at: float, prune: bool) -> float:
-        """Train ``recipe`` for ``length`` steps, reporting the monitor's values to ``trial``."""
+    def run_trial(trial, recipe: dict[str, Any], length: int, run_dir: Path, cut_at: float, prune: bool,
+                  noise: bool = False) -> float:
+        """Train ``recipe`` for ``length`` steps, reporting the monitor's values to ``trial``; with
+        ``noise``, RankMe's standard error at the last step too (``rank_se``; the kNN's, binomial,
+        follows from its value)."""
         trial.set_user_attr("recipe", recipe)
         trial.set_user_attr("process", f"{socket.gethostname()}:{os.getpid()}")
         shutil.rmtree(run_dir, ignore_errors=True)  # a retried trial's number is new; this is a leftover
@@ -351,6 +356,8 @@ def search(cfg: DictConfig) -> Path:
             quiet.setLevel(level)
             shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
             (run_dir / "encoder.safetensors").unlink(missing_ok=True)
+        if noise and key == "monitor_rank":
+            trial.set_user_attr("rank_se", round(effective_rank_error(monitor.features), 4))
         return last[key]
 
     def exploring_until() -> float:
@@ -472,9 +479,11 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned(f"final trial {twin} trains trial {number} already")
         value = run_trial(trial, trial.user_attrs["recipe"], steps,
-                          where / "final" / f"{number:04d}", deadline, prune=False)
-        log.info("final round: trial %d, %s %.4f at %d steps (%.4f at %d)", number, key.removeprefix("monitor_"),
-                 value, steps, study.trials[number].value, study.user_attrs["trial_steps"])
+                          where / "final" / f"{number:04d}", deadline, prune=False, noise=True)
+        error = trial.user_attrs.get("rank_se")
+        log.info("final round: trial %d, %s %.4f%s at %d steps (%.4f at %d)", number, key.removeprefix("monitor_"),
+                 value, f" ± {error:.4f}" if error is not None else "", steps, study.trials[number].value,
+                 study.user_attrs["trial_steps"])
         return value
 
     while time.monotonic() < deadline and final.get_trials(deepcopy=False, states=(waiting,)):
@@ -519,14 +528,30 @@ def slice_queries(study) -> int | None:
 
 
 def final_margin(cfg: DictConfig, study, final) -> float:
-    """The lead a finalist needs over the configured pair: ``search.margin`` binomial standard
-    errors of the slice's kNN at the configured pair's final-round value, on the slice's queries
-    (0 for RankMe, which is no accuracy)."""
+    """The lead a finalist needs over the configured pair: ``search.margin`` standard errors of the
+    configured pair's final-round value — for the kNN binomial, on the slice's queries; for RankMe
+    its spread over bootstrap resamples of the slice (``rank_se``). 0 while the error is unknown
+    (a study from before errors were kept)."""
     configured, _ = final_pair(final)
-    queries = slice_queries(study)
-    if study.user_attrs.get("objective", "monitor_knn") != "monitor_knn" or configured is None or not queries:
+    if configured is None:
         return 0.0
-    return cfg.search.margin * standard_error(configured.value, queries)
+    if study.user_attrs.get("objective", "monitor_knn") == "monitor_knn":
+        queries = slice_queries(study)
+        return cfg.search.margin * standard_error(configured.value, queries) if queries else 0.0
+    error = configured.user_attrs.get("rank_se")
+    return cfg.search.margin * error if error is not None else 0.0
+
+
+def margin_text(key: str, margin: float, times: float, measured: dict[str, Any]) -> str:
+    """The margin in words: its size and what it is ``times`` standard errors of."""
+    if key == "monitor_knn":
+        return f"{100 * margin:.1f} points, {times:g} standard errors of a kNN on {measured.get('queries')} queries"
+    return (f"{margin:.2f}, {times:g} standard errors of RankMe over bootstrap resamples of the slice's "
+            f"{measured.get('items')} items")
+
+
+def _lead(key: str, lead: float) -> str:
+    return f"{100 * lead:.1f} points" if key == "monitor_knn" else f"{lead:.2f}"
 
 
 def final_choice(cfg: DictConfig, study, final) -> tuple[Any, float]:
@@ -541,10 +566,10 @@ def held_note(cfg: DictConfig, study, final, margin: float) -> str:
     configured, challenger = final_pair(final)
     if configured is None or challenger is None or not 0 < challenger.value - configured.value <= margin:
         return ""
-    queries = slice_queries(study)
+    key = study.user_attrs.get("objective", "monitor_knn")
     return (f"trial {challenger.user_attrs['of']} led the configured pair by "
-            f"{100 * (challenger.value - configured.value):.1f} points in the final round, within search.margin: "
-            f"{100 * margin:.1f} points, {cfg.search.margin:g} standard errors of a kNN on {queries} queries. "
+            f"{_lead(key, challenger.value - configured.value)} in the final round, within search.margin: "
+            f"{margin_text(key, margin, cfg.search.margin, study.user_attrs.get('slice') or {})}. "
             f"best.yaml keeps the configured pair: the lead could be one draw of the slice.")
 
 
@@ -647,7 +672,7 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
     best, margin = final_choice(cfg, study, final)
     final_steps = final.user_attrs.get("final_steps") if final is not None else None
     finals = sorted(({"trial": t.user_attrs["of"], "value": t.value, "steps": t.user_attrs["steps"],
-                      "reference": t.user_attrs.get("reference"),
+                      "reference": t.user_attrs.get("reference"), "rank_se": t.user_attrs.get("rank_se"),
                       "seconds": (t.duration.total_seconds() if t.duration else None)}
                      for t in final_trials(final, final_steps)), key=lambda r: -r["value"])
     rows = []
@@ -722,14 +747,15 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
                   "Short trials can rank recipes otherwise than longer training does, so the best trials and the "
                   "configured pair are trained again for longer. best.yaml is the best of this round, but a finalist "
                   "replaces the configured pair only with a lead of more than search.margin"
-                  + (f" ({100 * report['margin']:.1f} points: {cfg.search.margin:g} standard errors of a kNN on "
-                     f"{measured.get('queries')} queries)" if report.get("margin") else "") + ".", "",
+                  + (f" ({margin_text(report['objective'], report['margin'], cfg.search.margin, measured)})"
+                     if report.get("margin") else "") + ".", "",
                   "| trial | value | value in its trial | seconds |", "|---|---|---|---|"]
         short = {r["trial"]: r["value"] for r in report["trials"]}
         for r in report["final"]:
             name = f"{r['trial']}" + (" (configured)" if r["reference"] else "") + \
                 (" → best.yaml" if r["trial"] == report["best"] else "")
-            lines.append(f"| {name} | {_fmt(r['value'])} | {_fmt(short.get(r['trial']))} | "
+            error = f" ± {r['rank_se']:.4f}" if r.get("rank_se") is not None else ""
+            lines.append(f"| {name} | {_fmt(r['value'])}{error} | {_fmt(short.get(r['trial']))} | "
                          f"{r['seconds'] and round(r['seconds'])} |")
     lines += ["", "## Trials, best first", "",
               "| trial | state | value | steps | τ_base | lr | view 1 | view 2 |", "|---|---|---|---|---|---|---|---|"]

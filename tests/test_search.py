@@ -164,10 +164,40 @@ def test_a_finalist_replaces_the_configured_pair_only_with_a_lead_beyond_the_sli
     assert chosen_trial(study, final, final_margin(load_config(["search.margin=0"]), study, final)).value == 0.58
     final.add_trial(trial(0.61, of=2, steps=20))
     assert chosen_trial(study, final, margin).value == 0.61 and held_note(cfg, study, final, margin) == ""
-    study.set_user_attr("objective", "monitor_rank")  # RankMe is no accuracy: any lead
-    assert final_margin(cfg, study, final) == 0.0
     with pytest.raises(ConfigError, match="search.margin must be 0 or more"):
         load_config(["search.margin=-1"])
+
+
+def test_a_rankme_finalist_needs_a_lead_beyond_rankmes_bootstrap_error():
+    from mmbyol.search import chosen_trial, final_margin, held_note
+
+    def trial(value, **attrs):
+        return optuna.trial.create_trial(value=value, user_attrs=attrs)
+
+    study, final = optuna.create_study(direction="maximize"), optuna.create_study(direction="maximize")
+    study.set_user_attr("objective", "monitor_rank")
+    study.set_user_attr("slice", {"items": 140})
+    study.add_trial(trial(3.5, reference="configured"))
+    study.add_trial(trial(3.8))
+    final.set_user_attr("final_steps", 20)
+    final.add_trial(trial(3.5, of=0, steps=20, reference="configured"))
+    final.add_trial(trial(3.9, of=1, steps=20, rank_se=0.7))
+    cfg = load_config([])
+    assert final_margin(cfg, study, final) == 0.0  # the configured pair's error unknown: any lead, as before
+    final = optuna.create_study(direction="maximize")
+    final.set_user_attr("final_steps", 20)
+    final.add_trial(trial(3.5, of=0, steps=20, reference="configured", rank_se=0.3))
+    final.add_trial(trial(3.9, of=1, steps=20, rank_se=0.7))
+    margin = final_margin(cfg, study, final)
+    assert margin == pytest.approx(0.6)  # two of the configured pair's errors, not the challenger's
+    assert chosen_trial(study, final, margin).user_attrs["reference"] == "configured"
+    assert held_note(cfg, study, final, margin) == (
+        "trial 1 led the configured pair by 0.40 in the final round, within search.margin: 0.60, 2 standard errors "
+        "of RankMe over bootstrap resamples of the slice's 140 items. best.yaml keeps the configured pair: the lead "
+        "could be one draw of the slice.")
+    assert final_margin(load_config(["search.margin=0"]), study, final) == 0.0
+    final.add_trial(trial(4.2, of=2, steps=20, rank_se=0.4))
+    assert chosen_trial(study, final, margin).value == 4.2 and held_note(cfg, study, final, margin) == ""
 
 
 @pytest.mark.parametrize("challenger, kept", [(0.58, True), (0.70, False)])
@@ -295,6 +325,22 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert all(finals[f["trial"]] == f["value"] for f in again["final"] if f["trial"] in finals)
     ranked = [t["trial"] for t in again["trials"] if t["state"] == "complete" and t["trial"] != 0]
     assert {f["trial"] for f in again["final"]} == set(finals) | set(ranked[:2])
+
+
+def test_a_search_without_labels_judges_by_rankme_and_weighs_its_final_round_by_rankmes_error(tmp_path, fashion_mnist):
+    where = tmp_path / "search"
+    run_cli("search", *SEARCH, f"run.dir={where}", "search.objective=rank", "search.trials=2", "search.final_steps=4")
+    report = json.loads((where / "report.json").read_text())
+    assert report["objective"] == "monitor_rank" and len(report["final"]) == 2
+    assert all(f["rank_se"] > 0 for f in report["final"])  # each finalist's error on the slice's 128 items
+    configured = next(f for f in report["final"] if f["reference"])
+    challenger = next(f for f in report["final"] if not f["reference"])
+    assert report["margin"] == pytest.approx(2 * configured["rank_se"])  # search.margin=2 of the configured pair's
+    won = challenger["value"] - configured["value"] > report["margin"]
+    assert report["best"] == (challenger if won else configured)["trial"]
+    assert f"{configured['value']:.4f} ± {configured['rank_se']:.4f}" in (where / "report.md").read_text()
+    assert ("2 standard errors of RankMe over bootstrap resamples of the slice's 128 items" in
+            (where / "report.md").read_text())
 
 
 def _study(where):
