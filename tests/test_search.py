@@ -263,7 +263,8 @@ def test_a_finalist_queued_by_two_processes_at_once_trains_once(tmp_path):
             final.enqueue_trial({}, user_attrs={"of": number, "steps": 20, "recipe": recipe})
     trained = []
 
-    def run_trial(trial, recipe, length, run_dir, cut_at, prune):
+    def run_trial(trial, recipe, length, run_dir, cut_at, prune, noise=False):
+        assert noise and not prune  # a finalist's value is weighed against its error, never pruned
         trained.append((trial.user_attrs["of"], length))
         return 0.6
 
