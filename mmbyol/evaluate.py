@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .config import L2_GRID, load_config
+from .config import L2_GRID, data_source, load_config
 from .data import build_dataset, collate_items, evenly_spaced, labelled
 from .errors import CheckpointError, ConfigError, DataError, MMBYOLError, search_folder_hint
 from .modalities.base import Modality, build_encoder, get_modality
@@ -388,7 +388,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         **metrics,
         "init": cfg.eval.init,
         "step": step,
-        "data": cfg.data.name,
+        "data": data_source(cfg),  # the set or the files too: eval.json files of several runs say which is which
         "n_train": len(train_x),
         "n_test": len(test_x),
         **({"n_test_whole": len(set(origins))} if origins is not None else {}),

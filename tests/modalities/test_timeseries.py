@@ -476,7 +476,7 @@ def test_train_eval_and_views_through_the_cli(ucr_root, tmp_path):
     metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=5", "eval.l2_grid=[0.01]")
                          .stdout.splitlines()[-1])
     assert metrics["n_train"] == 48 and metrics["n_test"] == 20 and metrics["linear_acc"] >= 0.8  # sine vs square
-    assert "linear_acc_5" in metrics
+    assert "linear_acc_5" in metrics and metrics["data"] == {"name": "ucr", "set": "Tiny"}
     config = (run_dir / "config.yaml").read_text()
     assert "crop_resize" in config and "time_warp" in config  # the default pair: generic augmentations
     out = tmp_path / "views.png"
@@ -502,6 +502,8 @@ def test_windows_of_long_recordings_train_and_evaluate_through_the_cli(tmp_path)
     assert (metrics["n_train"], metrics["n_test"], metrics["n_test_whole"]) == (8 * 6, 4 * 6, 4)
     assert metrics["linear_acc"] >= 0.8 and metrics["linear_acc_whole"] >= 0.75 and "knn_acc_whole" in metrics
     assert "linear_acc_2_whole" in metrics  # 2 labelled recordings a class, all their windows
+    assert metrics["data"] == {"name": "array-file", "train": str(tmp_path / "train.npz"),
+                               "test": str(tmp_path / "test.npz")}
     assert load_encoder(run_dir).metadata["info"]["window"] == 50
     raw = load_encoder(run_dir, raw_input=True)  # takes windows, and says how to cut a recording into them
     recordings = torch.from_numpy(np.load(tmp_path / "test.npz")["x"][:2])  # (2, 2, 300)
