@@ -535,7 +535,7 @@ def final_margin(cfg: DictConfig, study, final) -> float:
     configured, _ = final_pair(final)
     if configured is None:
         return 0.0
-    if study.user_attrs.get("objective", "monitor_knn") == "monitor_knn":
+    if objective_of(study) == "monitor_knn":
         queries = slice_queries(study)
         return cfg.search.margin * standard_error(configured.value, queries) if queries else 0.0
     error = configured.user_attrs.get("rank_se")
@@ -545,13 +545,19 @@ def final_margin(cfg: DictConfig, study, final) -> float:
 def margin_text(key: str, margin: float, times: float, measured: dict[str, Any]) -> str:
     """The margin in words: its size and what it is ``times`` standard errors of."""
     if key == "monitor_knn":
-        return f"{100 * margin:.1f} points, {times:g} standard errors of a kNN on {measured.get('queries')} queries"
-    return (f"{margin:.2f}, {times:g} standard errors of RankMe over bootstrap resamples of the slice's "
+        return f"{_amount(key, margin)}, {times:g} standard errors of a kNN on {measured.get('queries')} queries"
+    return (f"{_amount(key, margin)}, {times:g} standard errors of RankMe over bootstrap resamples of the slice's "
             f"{measured.get('items')} items")
 
 
-def _lead(key: str, lead: float) -> str:
-    return f"{100 * lead:.1f} points" if key == "monitor_knn" else f"{lead:.2f}"
+def _amount(key: str, value: float) -> str:
+    """A difference of the objective in its units: points of accuracy for the kNN, RankMe as it is."""
+    return f"{100 * value:.1f} points" if key == "monitor_knn" else f"{value:.2f}"
+
+
+def objective_of(study) -> str:
+    """The study's objective key (``monitor_knn`` for a study that predates the attribute)."""
+    return study.user_attrs.get("objective", "monitor_knn")
 
 
 def final_choice(cfg: DictConfig, study, final) -> tuple[Any, float]:
@@ -566,9 +572,9 @@ def held_note(cfg: DictConfig, study, final, margin: float) -> str:
     configured, challenger = final_pair(final)
     if configured is None or challenger is None or not 0 < challenger.value - configured.value <= margin:
         return ""
-    key = study.user_attrs.get("objective", "monitor_knn")
+    key = objective_of(study)
     return (f"trial {challenger.user_attrs['of']} led the configured pair by "
-            f"{_lead(key, challenger.value - configured.value)} in the final round, within search.margin: "
+            f"{_amount(key, challenger.value - configured.value)} in the final round, within search.margin: "
             f"{margin_text(key, margin, cfg.search.margin, study.user_attrs.get('slice') or {})}. "
             f"best.yaml keeps the configured pair: the lead could be one draw of the slice.")
 
@@ -667,7 +673,7 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
     import optuna
 
     trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    key = study.user_attrs.get("objective", "monitor_knn")
+    key = objective_of(study)
     refs = reference_values(study)
     best, margin = final_choice(cfg, study, final)
     final_steps = final.user_attrs.get("final_steps") if final is not None else None
