@@ -60,7 +60,7 @@ def test_a_fourth_modality_from_a_plugin_package_trains_evaluates_and_shows_its_
     run_dir = tmp_path / "run"
     run_cli("train", *data, "trainer.max_steps=12", "trainer.progress=false", "device=cpu", f"run.dir={run_dir}",
             env=env)
-    metrics = json.loads(run_cli("eval", str(run_dir), env=env).stdout.splitlines()[-1])
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]", env=env).stdout.splitlines()[-1])
     assert metrics["n_test"] == 90 and metrics["linear_acc"] > 0.8  # three clusters, well apart
     shown = run_cli("views", *data, "n=2", f"out={tmp_path / 'views.txt'}", env=env).stdout
     assert shown.count("original:") == 2 and shown.count("view 2:") == 2
