@@ -95,6 +95,7 @@ def test_compare_takes_time_series_and_every_runs_overrides(tmp_path, monkeypatc
     write_tiny_archive(tmp_path)
     monkeypatch.chdir(tmp_path)
     overrides = [o for o in TS_TINY if o != "modality=timeseries"] + [f"data.root={tmp_path}", "data.set=Tiny",
+                                                                       "eval.l2_grid=[0.01]", "eval.label_draws=1",
                                                                        "trainer.monitor_every=0"]
     assert compare.main(["--profile", "smoke", "--modalities", "timeseries", "--parts", "table", "augment",
                          "--augment", "{name: magnitude_warp, p: 0.5}", "--out", str(tmp_path / "out"),

@@ -82,7 +82,8 @@ def test_a_fourth_modality_from_a_plugin_package_trains_evaluates_and_shows_its_
     out = tmp_path / "compare"
     compared = subprocess.run([sys.executable, str(REPO / "benchmarks" / "compare_modalities.py"), "--profile", "smoke",
                                "--modalities", "vectors", "--plugins", "mmbyol_vectors", "--parts", "augment",
-                               "--out", str(out), *data[1:], "trainer.max_steps=4", "device=cpu"],
+                               "--out", str(out), *data[1:], "trainer.max_steps=4", "eval.l2_grid=[0.01]",
+                               "device=cpu"],
                               cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
     assert compared.returncode == 0, compared.stderr[-3000:]
     records = json.loads((out / "compare_modalities.json").read_text())["records"]

@@ -566,7 +566,8 @@ def test_train_eval_and_views_through_the_cli(tmp_path, tone_folder):
     run_dir = tmp_path / "run"
     result = run_cli("train", *AUDIO_TINY, f"data.root={tone_folder}", f"run.dir={run_dir}")
     assert result.stdout.strip() == str(run_dir)
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2").stdout.splitlines()[-1])
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.l2_grid=[0.01]").stdout
+                         .splitlines()[-1])
     assert {"linear_acc", "knn_acc", "linear_acc_2"} <= set(metrics) and metrics["n_test"] == 20
     assert metrics["linear_acc"] > 0.5  # four tones, clearly apart
 
@@ -645,7 +646,7 @@ def test_a_standard_layout_reads_its_splits_and_trains_and_evaluates_through_the
     assert not set(train.files) & set(test.files) and len(set(train.groups)) == groups
     run_dir = tmp_path / "run"
     run_cli("train", *AUDIO_TINY, *data, "data.batch_size=6", "trainer.max_steps=2", f"run.dir={run_dir}")
-    metrics = json.loads(run_cli("eval", str(run_dir)).stdout.splitlines()[-1])
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
     assert metrics["n_test"] == 3 and 0 <= metrics["linear_acc"] <= 1
 
 

@@ -308,7 +308,8 @@ def test_train_eval_views_and_export_through_the_cli(tmp_path, corpus_files):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert steps and all(r["z_std"] > 0 and r["rank"] > 1 for r in steps)
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2").stdout.splitlines()[-1])
+    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.l2_grid=[0.01]").stdout
+                         .splitlines()[-1])
     assert {"linear_acc", "knn_acc", "linear_acc_2"} <= set(metrics) and metrics["n_test"] == 12
 
     from mmbyol import load_encoder
