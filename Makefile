@@ -31,8 +31,9 @@ demo: setup data
 	$(BIN)/mmbyol train run.dir=$(DEMO_DIR) resume=auto
 	$(BIN)/mmbyol eval $(DEMO_DIR) eval.labels_per_class=10
 
+# The suite on every core: one pytest-xdist worker a core, each with its share of the threads (tests/conftest.py).
 test: setup data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # ruff with the project's rules and its 120-column line length (pyproject.toml).
 lint: setup

@@ -11,6 +11,20 @@ from mmbyol.modalities.image.data import FASHION_MNIST_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
 
+
+def _share_the_cores() -> None:
+    """Under pytest-xdist (``make test`` runs ``-n auto``), each worker and every process its tests
+    start use the worker's share of the cores: a torch process per worker with a thread per core
+    each oversubscribes them, and OpenMP's waiting threads then slow every step many times over."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the processes tests start
+        torch.set_num_threads(threads)
+
+
+_share_the_cores()
+
 # Small and fast: a tiny encoder head, few steps, a subset of Fashion-MNIST.
 TINY = [
     "data.limit=256", "data.batch_size=64", "trainer.max_steps=6", "trainer.progress=false",
