@@ -195,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", default=[], metavar="format=NAME [out=DIR]")
     p.set_defaults(run=cmd_export)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="mmbyol: %(message)s",
-                        stream=sys.stderr)
+    # mmbyol's own lines at INFO; the libraries it drives (the ONNX optimizer, Optuna, transformers) say
+    # only what goes wrong: at INFO the ONNX export alone printed dozens of lines of its graph rewrites
+    logging.basicConfig(level=logging.WARNING, format="mmbyol: %(message)s", stream=sys.stderr)
+    logging.getLogger("mmbyol").setLevel(logging.WARNING if args.quiet else logging.INFO)
     from .runtime import stopped_by_signals
 
     try:
