@@ -18,7 +18,8 @@ def _share_the_cores() -> None:
     each oversubscribes them, and OpenMP's waiting threads then slow every step many times over."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
+        threads = max(1, cores // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)  # read by the processes tests start
         torch.set_num_threads(threads)
 
