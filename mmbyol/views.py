@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torchvision
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw, ImageFont
 
@@ -66,9 +65,11 @@ def save_labelled_grid(rows: Sequence[torch.Tensor], path: Path, labels: Sequenc
                        padding: int = 4) -> None:
     """Rows of images ``(n, C, H, W)`` in [0, 1], one row each, with each row's label written on
     its left: ``torchvision.utils.make_grid`` and Pillow's own font."""
+    from torchvision.utils import make_grid  # here: torchvision is a second's import other modalities skip
+
     n = len(rows[0])
-    grid = torchvision.utils.make_grid(torch.cat(list(rows)).float().cpu().clamp(0, 1), nrow=n, padding=padding,
-                                       pad_value=1.0)
+    grid = make_grid(torch.cat(list(rows)).float().cpu().clamp(0, 1), nrow=n, padding=padding,
+                     pad_value=1.0)
     picture = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
     height = rows[0].shape[-2]
     font = ImageFont.load_default(size=max(10, min(18, height // 3)))

@@ -3,6 +3,8 @@
 import contextlib
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -60,6 +62,16 @@ def in_process(capsys, *args: str) -> tuple[int, str, str]:
     code = cli.main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def test_commands_that_need_no_images_do_not_import_torchvision():
+    """torchvision's import takes a second and a half, most of a command's start: only image data
+    sets, encoders and view pictures import it."""
+    code = ("import sys; from mmbyol import cli; cli.main(['list']); cli.main(['config', 'modality=timeseries']); "
+            "print('torchvision' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[-1] == "False"
 
 
 def test_list_and_config_print_the_registered_names_and_the_yaml(capsys):

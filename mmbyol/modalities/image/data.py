@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
 from ...config import DataConfig
 from ...errors import DataError
@@ -94,12 +92,17 @@ def fashion_mnist(cfg: ImageDataConfig, split: str) -> TensorImages:
     return TensorImages(images, labels, FASHION_MNIST_CLASSES)
 
 
-def _torchvision_cifar(cfg: ImageDataConfig, split: str, name: str, folder: str, dataset) -> TensorImages:
+def _torchvision_cifar(cfg: ImageDataConfig, split: str, name: str, folder: str, dataset: str) -> TensorImages:
+    """``torchvision.datasets.DATASET`` read from ``data.root``. torchvision is imported here and in
+    the functions below, not at the top: a second's import that runs of other modalities skip."""
+    import torchvision
+
     if cfg.root is None:
         raise DataError(f"{name} needs data.root=DIR: the folder holding {folder}/ (torchvision's layout). "
                         "mmbyol never downloads data.")
     try:
-        data = dataset(str(Path(cfg.root).expanduser()), train=split == "train", download=False)
+        data = getattr(torchvision.datasets, dataset)(str(Path(cfg.root).expanduser()), train=split == "train",
+                                                      download=False)
     except RuntimeError as error:
         raise DataError(f"{name} was not found in {cfg.root} ({error}). Put the python version ({folder}/) "
                         "there, as torchvision expects.") from error
@@ -110,14 +113,14 @@ def _torchvision_cifar(cfg: ImageDataConfig, split: str, name: str, folder: str,
 @register_dataset("image", "cifar10")
 def cifar10(cfg: ImageDataConfig, split: str) -> TensorImages:
     """CIFAR-10 through torchvision from ``data.root`` (the python version); never downloaded."""
-    return _torchvision_cifar(cfg, split, "CIFAR-10", "cifar-10-batches-py", torchvision.datasets.CIFAR10)
+    return _torchvision_cifar(cfg, split, "CIFAR-10", "cifar-10-batches-py", "CIFAR10")
 
 
 @register_dataset("image", "cifar100")
 def cifar100(cfg: ImageDataConfig, split: str) -> TensorImages:
     """CIFAR-100 through torchvision from ``data.root`` (the python version), its 100 fine labels;
     never downloaded."""
-    return _torchvision_cifar(cfg, split, "CIFAR-100", "cifar-100-python", torchvision.datasets.CIFAR100)
+    return _torchvision_cifar(cfg, split, "CIFAR-100", "cifar-100-python", "CIFAR100")
 
 
 @register_dataset("image", "stl10")
@@ -125,6 +128,8 @@ def stl10(cfg: ImageDataConfig, split: str) -> TensorImages:
     """STL-10 through torchvision from ``data.root`` (the binary version, ``stl10_binary/``); never
     downloaded. BYOL trains on the 5,000 labelled training images and the 100,000 unlabelled ones
     (label -1) together; the probe and the monitor use the labelled ones."""
+    import torchvision
+
     if cfg.root is None:
         raise DataError("STL-10 needs data.root=DIR: the folder holding stl10_binary/ (torchvision's layout). "
                         "mmbyol never downloads data.")
@@ -178,6 +183,8 @@ class ImageFolder(Dataset):
         self.files, self.labels, self.classes, self.image_size = files, labels, classes, image_size
         self.reported: set[int] = set()  # the unreadable files named in the log so far
         self.info = {"channels": 3, "size": image_size, "mean": NATURAL_MEAN, "std": NATURAL_STD}
+        from torchvision.transforms import v2
+
         self.resize = v2.Compose([
             v2.Resize(image_size, antialias=True),
             v2.CenterCrop(image_size),

@@ -5,7 +5,6 @@ exported encoder takes images in [0, 1]."""
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from ...registry import register_encoder
@@ -49,6 +48,8 @@ def small_cnn(info: dict) -> ImageEncoder:
 
 
 def _resnet(arch: str, info: dict, cifar_stem: bool | None) -> ImageEncoder:
+    import torchvision  # here, not at the top: a second's import that runs of other modalities skip
+
     net = getattr(torchvision.models, arch)(weights=None)
     if cifar_stem is None:
         cifar_stem = info["size"] <= 64
