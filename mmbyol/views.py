@@ -68,8 +68,7 @@ def save_labelled_grid(rows: Sequence[torch.Tensor], path: Path, labels: Sequenc
     from torchvision.utils import make_grid  # here: torchvision is a second's import other modalities skip
 
     n = len(rows[0])
-    grid = make_grid(torch.cat(list(rows)).float().cpu().clamp(0, 1), nrow=n, padding=padding,
-                     pad_value=1.0)
+    grid = make_grid(torch.cat(list(rows)).float().cpu().clamp(0, 1), nrow=n, padding=padding, pad_value=1.0)
     picture = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
     height = rows[0].shape[-2]
     font = ImageFont.load_default(size=max(10, min(18, height // 3)))
