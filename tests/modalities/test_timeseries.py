@@ -172,6 +172,16 @@ def test_ucr_names_the_sets_it_has(ucr_root, tmp_path):
 
 
 @pytest.mark.skipif(not packaged_ucr_folders(), reason="no package with UCR/UEA sets installed (pip install aeon)")
+def test_a_set_the_installed_packages_lack_names_the_package_not_installed(monkeypatch):
+    from mmbyol.modalities.timeseries import data as timeseries_data
+
+    monkeypatch.setattr(timeseries_data, "UCR_PACKAGES", ("aeon", "no_such_ucr_package"))
+    with pytest.raises(DataError, match=r"no set 'PLAID' in the installed packages \(aeon; no_such_ucr_package ships "
+                                        r"others: pip install no_such_ucr_package\)\. Available: .*JapaneseVowels"):
+        build_dataset(load_config(["modality=timeseries", "data.set=PLAID"]), "train")
+
+
+@pytest.mark.skipif(not packaged_ucr_folders(), reason="no package with UCR/UEA sets installed (pip install aeon)")
 def test_ucr_reads_the_development_sets_from_the_installed_package():
     for name, n_train, n_test, channels, length, classes in (("JapaneseVowels", 270, 370, 12, 26, 9),
                                                              ("GunPoint", 50, 150, 1, 150, 2),

@@ -318,6 +318,15 @@ def packaged_ucr_folders() -> list[Path]:
     return folders
 
 
+def packages_searched() -> str:
+    """Where the sets were looked for, in words: the installed packages that may ship them, and the
+    ones not installed, whose sets are then missing."""
+    installed = [package for package in UCR_PACKAGES if importlib.util.find_spec(package)]
+    missing = [package for package in UCR_PACKAGES if package not in installed]
+    more = f"; {' and '.join(missing)} ship{'s' * (len(missing) == 1)} others: pip install {' '.join(missing)}"
+    return f"the installed packages ({', '.join(installed) or 'none'}{more if missing else ''})"
+
+
 def ucr_sets(root: str | None = None) -> dict[str, Path]:
     """Set name → its training file, ``NAME/NAME_TRAIN.ts`` (or ``.tsv``, as the 2018 univariate
     archive has them) beside ``NAME_TEST`` of the same kind: under ``root``, or in the installed
@@ -368,10 +377,10 @@ def ucr(cfg: TimeSeriesDataConfig, split: str) -> SeriesSet:
     installed package that ships it (aeon, sktime: ``pip install aeon``). Train and test are the
     archive's own split."""
     sets = ucr_sets(cfg.root)
-    where = f"data.root={cfg.root}" if cfg.root else f"the installed packages ({', '.join(UCR_PACKAGES)})"
+    where = f"data.root={cfg.root}" if cfg.root else packages_searched()
     if not sets:
         raise DataError(f"No UCR/UEA sets found in {where}. Install a package that ships some "
-                        f"(`pip install aeon`, or `pip install 'mmbyol[timeseries]'`), or point data.root at a copy "
+                        f"(`pip install aeon`, as mmbyol's `timeseries` extra does), or point data.root at a copy "
                         f"of the archive (ROOT/NAME/NAME_TRAIN.ts and NAME_TEST.ts, or .tsv).")
     if cfg.set not in sets:
         regression = [name for name, path in sets.items() if _holds_a_regression_target(path)]
