@@ -214,6 +214,25 @@ def test_array_files_in_every_format(tmp_path):
     assert unlabelled.classes == [] and unlabelled[0][1] == -1
 
 
+def test_a_label_of_its_own_for_every_series_is_warned_of(tmp_path, caplog):
+    """The series file given as the labels file reads as one label a line, each a row of numbers: a
+    class for every series, which nothing can learn from."""
+    series = np.random.default_rng(0).normal(size=(12, 1, 20)).astype(np.float32)
+    np.save(tmp_path / "x.npy", series)
+    np.savetxt(tmp_path / "x.csv", series[:, 0], delimiter=",")
+    (tmp_path / "y.txt").write_text("walk\nrun\n" * 6)
+    base = ["modality=timeseries", "data.name=array-file", f"data.train={tmp_path / 'x.npy'}", "data.batch_size=4"]
+    with caplog.at_level("WARNING"):
+        mistaken = build_dataset(load_config([*base, f"data.train_labels={tmp_path / 'x.csv'}"]), "train")
+        assert len(mistaken.classes) == 12
+        assert "each of the 12 training series has a label of its own" in caplog.text
+        assert "is that the labels file?" in caplog.text
+        caplog.clear()
+        assert build_dataset(load_config([*base, f"data.train_labels={tmp_path / 'y.txt'}"]), "train").classes == [
+            "run", "walk"]
+        assert not caplog.text
+
+
 def test_channels_last_arrays_are_read_as_said_and_a_likely_mistake_is_warned_of(tmp_path, caplog):
     """(items, steps, channels), as Keras and sensor pipelines store series, read with data.channels_last=true
     gives the items the same series stored (items, channels, steps) give; read without it, the series would be

@@ -277,6 +277,10 @@ def build(train: tuple[list[np.ndarray], list | None], split_data: tuple[list[np
         train_labels = [str(v.item()) for row, one in zip(train_labels, train_series)
                         for v in np.unique(row[: series_length(one)])]
     classes = declared or (class_names(train_labels) if train_labels else [])
+    if split == "train" and not cfg.window and len(train_labels or []) > 1 and len(classes) == len(train_labels):
+        log.warning("%s: each of the %d training series has a label of its own, so no class has two members for "
+                    "the monitor's kNN or a probe to learn from. Labels from data.train_labels are one a line (or a "
+                    ".npy of one a series): is that the labels file?", source, len(train_labels))
     if labels is not None and not classes:
         labels = None  # a labelled test split for an unlabelled training split: nothing to probe with
     groups = origins = None
