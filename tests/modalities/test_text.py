@@ -250,7 +250,17 @@ def test_text_files_skip_and_count_empty_and_undecodable_lines(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         dataset = build_dataset(cfg, "train")
     assert dataset.texts == ["first line", "third line"] and dataset.labels == [-1, -1]
-    assert "2 empty" in caplog.text and "1 undecodable" in caplog.text
+    assert "2 empty at lines 2, 3; 1 undecodable, not UTF-8, at line 4" in caplog.text
+
+    records = tmp_path / "records.jsonl"  # each kind of bad line named with where it is
+    records.write_text('{"text": "a cat", "label": "x"}\nnot json\n[1, 2]\n{"label": "y"}\n\n{"text": 5}\n'
+                       '{"text": "a dog"}\n')
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        dataset = build_dataset(load_config(["modality=text", "data.name=text-file", f"data.train={records}"]), "train")
+    assert dataset.texts == ["a cat", "a dog"] and dataset.classes == ["x"] and dataset.labels == [0, -1]
+    assert ("skipped 1 empty at line 5; 2 broken, not a JSON object, at lines 2, 3; 2 without a string under 'text' "
+            "(data.text_column) at lines 4, 6") in caplog.text
 
     table = tmp_path / "rows.csv"
     table.write_text('text,label\n"a dog, barking",animal\n"",animal\nan oak,plant\n')

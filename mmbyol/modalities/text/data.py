@@ -139,49 +139,65 @@ def wordnet_glosses(cfg: TextDataConfig, split: str) -> Texts:
 def read_text_file(path: Path, text_column: str, label_column: str) -> tuple[list[str], list[str | None]]:
     """Examples of a text file: plain lines (``.txt`` and anything else), JSON lines (``.jsonl``)
     or CSV with a header (``.csv``, ``.tsv``). Empty examples, undecodable lines and broken
-    records are skipped and counted in the log."""
+    records are skipped and counted in the log, with the first lines of each kind."""
     if not path.exists():
         raise DataError(f"Text file {path} does not exist.")
     suffix = path.suffix.lower()
-    texts, labels, skipped = [], [], {"empty": 0, "undecodable": 0, "broken": 0}
-    decoded = []
-    for raw in path.read_bytes().splitlines():
+    texts, labels = [], []
+    skipped: dict[str, list[int]] = {"empty": [], "undecodable": [], "broken": [], "textless": []}  # line numbers
+    numbered = []  # (line number, text) of every line that decodes
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
         try:
-            decoded.append(raw.decode("utf-8-sig" if not decoded else "utf-8"))
+            numbered.append((number, raw.decode("utf-8-sig" if number == 1 else "utf-8")))
         except UnicodeDecodeError:
-            skipped["undecodable"] += 1
+            skipped["undecodable"].append(number)
     if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO("\n".join(decoded)), delimiter="\t" if suffix == ".tsv" else ",")
+        reader = csv.DictReader(io.StringIO("\n".join(line for _, line in numbered)),
+                                delimiter="\t" if suffix == ".tsv" else ",")
         if text_column not in (reader.fieldnames or []):
             raise DataError(
                 f"{path} has no column {text_column!r} (its columns: {', '.join(reader.fieldnames or [])}). "
                 f"Set data.text_column."
             )
-        records = list(reader)
+        records = [(numbered[reader.line_num - 1][0], row) for row in reader]  # a row's last line
     elif suffix == ".jsonl":
         records = []
-        for line in decoded:
+        for number, line in numbered:
             if not line.strip():
-                skipped["empty"] += 1
+                skipped["empty"].append(number)
                 continue
             try:
                 record = json.loads(line)
-                records.append(record if isinstance(record, dict) else {text_column: None})
             except json.JSONDecodeError:
-                skipped["broken"] += 1
+                record = None
+            if isinstance(record, dict):
+                records.append((number, record))
+            else:
+                skipped["broken"].append(number)
     else:
-        records = [{text_column: line} for line in decoded]
-    for record in records:
+        records = [(number, {text_column: line}) for number, line in numbered]
+    for number, record in records:
         text = record.get(text_column)
-        if not isinstance(text, str) or not text.strip():
-            skipped["empty" if text is None or isinstance(text, str) else "broken"] += 1
-            continue
-        texts.append(" ".join(text.split()))
-        label = record.get(label_column)
-        labels.append(None if label is None or label == "" else str(label))
-    if any(skipped.values()):
-        log.warning("%s: skipped %s", path, ", ".join(f"{n} {kind}" for kind, n in skipped.items() if n))
+        if not isinstance(text, str):
+            skipped["textless"].append(number)
+        elif not text.strip():
+            skipped["empty"].append(number)
+        else:
+            texts.append(" ".join(text.split()))
+            label = record.get(label_column)
+            labels.append(None if label is None or label == "" else str(label))
+    kinds = {"empty": "empty", "undecodable": "undecodable, not UTF-8,", "broken": "broken, not a JSON object,",
+             "textless": f"without a string under {text_column!r} (data.text_column)"}
+    counted = [f"{len(lines)} {kinds[kind]} at {_line_numbers(lines)}" for kind, lines in skipped.items() if lines]
+    if counted:
+        log.warning("%s: skipped %s", path, "; ".join(counted))
     return texts, labels
+
+
+def _line_numbers(lines: list[int]) -> str:
+    """``line 3`` or ``lines 3, 8, 9, …``: the first three."""
+    shown = ", ".join(str(n) for n in sorted(lines)[:3]) + (", …" if len(lines) > 3 else "")
+    return f"line {shown}" if len(lines) == 1 else f"lines {shown}"
 
 
 @register_dataset("text", "text-file")
