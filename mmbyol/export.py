@@ -49,8 +49,10 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
         raise ConfigError(f"format={fmt!r} is not an export format; choose one of {', '.join(FORMATS)}.")
     encoder = load_encoder(run_dir)
     meta = encoder.metadata
-    out = Path(out) if out else Path(run_dir) / "export" / fmt
-    staging = out.with_name(out.name + ".partial")
+    out = Path(out).expanduser() if out else Path(run_dir) / "export" / fmt
+    replaceable(out, Path(run_dir))
+    where = Path(os.path.abspath(out))  # `out=.` has no name to put .partial after
+    staging = where.with_name(where.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
@@ -68,6 +70,21 @@ def export(run_dir: str | Path, fmt: str, out: str | Path | None = None) -> Path
         shutil.rmtree(out)
     os.replace(staging, out)
     return out
+
+
+def replaceable(out: Path, run_dir: Path) -> None:
+    """A :class:`ConfigError` unless ``out`` is a folder an export may replace whole: absent, empty, or
+    an earlier export (it holds ``mmbyol-export.json``) — never the run, a folder the run is in, or
+    a folder of anything else."""
+    where, run = out.resolve(), run_dir.resolve()
+    if where == run or where in run.parents:
+        raise ConfigError(f"out={out} holds the run {run_dir}, and an export replaces its folder whole. Choose a "
+                          f"folder outside the run, or leave out unset for {run_dir / 'export' / 'FORMAT'}.")
+    if where.exists() and not where.is_dir():
+        raise ConfigError(f"out={out} is a file; an export is a folder. Choose a new folder.")
+    if where.is_dir() and any(where.iterdir()) and not (where / "mmbyol-export.json").is_file():
+        raise ConfigError(f"out={out} holds files that are no mmbyol export (it has no mmbyol-export.json), and an "
+                          f"export replaces its folder whole. Choose a new or empty folder.")
 
 
 def _require(module: str, fmt: str):

@@ -66,6 +66,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.suptitle(str(run_dir), fontsize=10)
     fig.tight_layout()
     out = Path(out) if out else run_dir / "curves.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.png")
     fig.savefig(tmp)
     plt.close(fig)

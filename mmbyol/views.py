@@ -51,6 +51,7 @@ def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
     with torch.no_grad():
         view1, view2 = views(*trained, generator)
     out = Path(out or modality.views_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
     try:
         modality.render_views(evaluated[0], view1, view2, out, dataset.info)
     except ValueError as error:  # Pillow's and matplotlib's word for a file type they cannot write

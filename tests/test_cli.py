@@ -45,7 +45,7 @@ def test_resume_auto_on_a_finished_run_trains_no_more(tmp_path, fashion_mnist):
 
 
 def test_views_writes_a_picture(tmp_path, fashion_mnist):
-    out = tmp_path / "views.png"
+    out = tmp_path / "pictures" / "views.png"  # a folder not yet there is made
     run_cli("views", f"out={out}", "n=6", "device=cpu")
     from PIL import Image
 

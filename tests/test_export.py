@@ -228,3 +228,33 @@ def test_the_command_prints_only_the_folder(runs):
     assert (runs["timeseries"] / "onnx-out" / "encoder.onnx").exists()
     # the ONNX optimizer's own INFO lines (its graph rewrites, dozens of them) are not the user's concern
     assert "constant folding" not in result.stderr and "unused nodes" not in result.stderr, result.stderr[-2000:]
+
+
+def test_an_export_never_replaces_the_run_or_a_folder_it_did_not_write(runs, tmp_path, monkeypatch):
+    """An export replaces its folder whole: ``out`` may be absent, empty or an earlier export, never
+    the run itself, a folder holding the run, or a folder of the user's files."""
+    from mmbyol.errors import ConfigError
+
+    run = runs["timeseries"]
+    kept = sorted(p.name for p in run.iterdir())
+    for out in (run, run.parent):
+        with pytest.raises(ConfigError, match="holds the run"):
+            export(run, "onnx", out)
+    monkeypatch.chdir(run)
+    with pytest.raises(ConfigError, match="holds the run"):
+        export(run, "onnx", ".")
+    assert sorted(p.name for p in run.iterdir()) == kept and (run / "encoder.safetensors").exists()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="no mmbyol export"):
+        export(run, "onnx", mine)
+    assert (mine / "notes.txt").read_text() == "mine" and not (tmp_path / "mine.partial").exists()
+    with pytest.raises(ConfigError, match="is a file"):
+        export(run, "onnx", mine / "notes.txt")
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (export(run, "onnx", empty) / "encoder.onnx").exists()
+    assert (export(run, "onnx", empty) / "mmbyol-export.json").exists()  # an earlier export is replaced

@@ -155,5 +155,8 @@ def test_tensorboard_logger_and_plot(tmp_path, fashion_mnist):
     from PIL import Image
 
     assert out == str(run_dir / "curves.png") and Image.open(out).size[0] > 500
+    from mmbyol.plot import plot_run
+
+    assert plot_run(run_dir, tmp_path / "figures" / "curves.png").exists()  # a folder not yet there is made
     bad = run_cli("train", *TINY, f"run.dir={tmp_path / 'x'}", "trainer.loggers=[wandb]", check=False)
     assert bad.returncode == 2 and "jsonl, tensorboard" in bad.stderr

@@ -490,6 +490,25 @@ def test_spoken_digits_without_espeak_names_the_package(tmp_path, monkeypatch):
         build_dataset(load_config(["modality=audio", f"data.root={tmp_path / 'none'}"]), "train")
 
 
+def test_spoken_digits_never_replaces_a_folder_of_other_files(tmp_path, monkeypatch):
+    """Making the set replaces data.root whole: a folder of the user's own recordings (data.name
+    forgotten) is refused before anything is synthesized, and nothing in it is touched."""
+    mine = tmp_path / "sounds"
+    write_tone(mine / "dog" / "bark.wav", 300, 0.3, rate=16000, channels=1)
+    (mine / "manifest.json").write_text(json.dumps({"version": 1, "note": "my own manifest"}))
+    monkeypatch.setattr(spoken_digits, "_synthesize", lambda *args: pytest.fail("nothing may be synthesized"))
+    for root in (mine, mine / "manifest.json"):
+        with pytest.raises(DataError, match="data.name=audio-folder|is a file"):
+            build_dataset(load_config(["modality=audio", f"data.root={root}"]), "train")
+    assert sorted(p.name for p in mine.iterdir()) == ["dog", "manifest.json"] and (mine / "dog" / "bark.wav").exists()
+    old = tmp_path / "old-set"  # an earlier version of the set is no user's folder: it is made again
+    fake_spoken_digits(old, per_folder=1)
+    (old / "manifest.json").write_text(json.dumps({"version": 0, "sample_rate": 16000}))
+    assert spoken_digits._manifest(old) == {"version": 0, "sample_rate": 16000}
+    (old / "notes.txt").write_text("mine")
+    assert spoken_digits._manifest(old) is None  # with a file of someone's beside it, it is not
+
+
 def test_espeak_synthesis_writes_16_khz_mono(tmp_path):
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is missing: `make test` installs it (apt-get install espeak-ng).")

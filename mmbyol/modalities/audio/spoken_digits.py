@@ -39,6 +39,19 @@ def _spoken_digits_root(cfg: AudioDataConfig) -> Path:
     return Path(cfg.root) if cfg.root else default_cache() / "spoken-digits"
 
 
+def _manifest(root: Path) -> dict | None:
+    """The manifest of a spoken-digits set in ``root`` (of any version), or None where ``root`` is no
+    such set: a set holds its accents' folders and ``manifest.json`` alone."""
+    path = root / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not {"version", "sample_rate"} <= manifest.keys():
+        return None
+    return manifest if all(p.is_dir() or p == path for p in root.iterdir()) else None
+
+
 def _synthesize(job: tuple[str, str, int, int, str, Path], sample_rate: int) -> None:
     accent, variant, speed, pitch, word, out = job
     with tempfile.NamedTemporaryFile(suffix=".wav") as raw:
@@ -54,9 +67,16 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
     ``~/.cache/mmbyol/spoken-digits``). Deterministic; written to a temporary folder and renamed,
     so an interrupted preparation leaves nothing half-made. Noise is mixed in when read."""
     root = _spoken_digits_root(cfg)
-    manifest = root / "manifest.json"
-    if manifest.exists() and json.loads(manifest.read_text()).get("version") == SPOKEN_DIGITS_VERSION:
+    manifest = _manifest(root)
+    if manifest is not None and manifest.get("version") == SPOKEN_DIGITS_VERSION:
         return root
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data.root={root} is a file; spoken-digits is made in a folder. Choose a new or empty one.")
+    if root.is_dir() and manifest is None and any(root.iterdir()):  # the set replaces its folder whole
+        raise DataError(f"data.root={root} holds files that are no spoken-digits set (it has no manifest.json of "
+                        f"one), and making the set would replace them. For your own recordings set "
+                        f"data.name=audio-folder; for spoken-digits choose a new or empty folder, or leave data.root "
+                        f"unset ({default_cache() / 'spoken-digits'}).")
     if shutil.which("espeak-ng") is None:
         raise DataError("spoken-digits is synthesized with espeak-ng, which is not installed. Install it with "
                         "`apt-get install espeak-ng` (`make data` in a clone does), then run "
