@@ -40,16 +40,20 @@ def _spoken_digits_root(cfg: AudioDataConfig) -> Path:
 
 
 def _manifest(root: Path) -> dict | None:
-    """The manifest of a spoken-digits set in ``root`` (of any version), or None where ``root`` is no
-    such set: a set holds its accents' folders and ``manifest.json`` alone."""
-    path = root / "manifest.json"
+    """``root/manifest.json`` as a dict, or None where there is none that reads as JSON."""
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads((root / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(manifest, dict) or not {"version", "sample_rate"} <= manifest.keys():
-        return None
-    return manifest if all(p.is_dir() or p == path for p in root.iterdir()) else None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _an_earlier_set(root: Path) -> bool:
+    """Whether ``root`` holds a spoken-digits set of any version and nothing else that is not hidden:
+    its accents' folders and a manifest with its version and sample rate."""
+    manifest = _manifest(root)
+    return (manifest is not None and {"version", "sample_rate"} <= manifest.keys()
+            and all(p.is_dir() or p.name == "manifest.json" or p.name.startswith(".") for p in root.iterdir()))
 
 
 def _synthesize(job: tuple[str, str, int, int, str, Path], sample_rate: int) -> None:
@@ -68,11 +72,11 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
     so an interrupted preparation leaves nothing half-made. Noise is mixed in when read."""
     root = _spoken_digits_root(cfg)
     manifest = _manifest(root)
-    if manifest is not None and manifest.get("version") == SPOKEN_DIGITS_VERSION:
+    if manifest is not None and manifest.get("version") == SPOKEN_DIGITS_VERSION and "sample_rate" in manifest:
         return root
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={root} is a file; spoken-digits is made in a folder. Choose a new or empty one.")
-    if root.is_dir() and manifest is None and any(root.iterdir()):  # the set replaces its folder whole
+    if root.is_dir() and any(root.iterdir()) and not _an_earlier_set(root):  # the set replaces its folder whole
         raise DataError(f"data.root={root} holds files that are no spoken-digits set (it has no manifest.json of "
                         f"one), and making the set would replace them. For your own recordings set "
                         f"data.name=audio-folder; for spoken-digits choose a new or empty folder, or leave data.root "
