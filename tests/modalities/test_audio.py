@@ -505,9 +505,9 @@ def test_spoken_digits_never_replaces_a_folder_of_other_files(tmp_path, monkeypa
     fake_spoken_digits(old, per_folder=1)
     (old / "manifest.json").write_text(json.dumps({"version": 0, "sample_rate": 16000}))
     (old / ".DS_Store").write_bytes(b"")  # a hidden file a file browser left
-    assert spoken_digits._an_earlier_set(old)
+    assert spoken_digits._manifest(old) is not None and spoken_digits._only_a_set(old)
     (old / "notes.txt").write_text("mine")
-    assert not spoken_digits._an_earlier_set(old)  # with a file of someone's beside it, it is not
+    assert not spoken_digits._only_a_set(old)  # with a file of someone's beside it, it is not
 
 
 def test_espeak_synthesis_writes_16_khz_mono(tmp_path):

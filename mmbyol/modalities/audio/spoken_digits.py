@@ -40,20 +40,18 @@ def _spoken_digits_root(cfg: AudioDataConfig) -> Path:
 
 
 def _manifest(root: Path) -> dict | None:
-    """``root/manifest.json`` as a dict, or None where there is none that reads as JSON."""
+    """The manifest of a spoken-digits set in ``root``, of any version (a JSON object with its
+    version and sample rate), or None where there is none."""
     try:
         manifest = json.loads((root / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
-    return manifest if isinstance(manifest, dict) else None
+    return manifest if isinstance(manifest, dict) and {"version", "sample_rate"} <= manifest.keys() else None
 
 
-def _an_earlier_set(root: Path) -> bool:
-    """Whether ``root`` holds a spoken-digits set of any version and nothing else that is not hidden:
-    its accents' folders and a manifest with its version and sample rate."""
-    manifest = _manifest(root)
-    return (manifest is not None and {"version", "sample_rate"} <= manifest.keys()
-            and all(p.is_dir() or p.name == "manifest.json" or p.name.startswith(".") for p in root.iterdir()))
+def _only_a_set(root: Path) -> bool:
+    """Whether ``root`` holds nothing but a set's accent folders, its manifest and hidden files."""
+    return all(p.is_dir() or p.name == "manifest.json" or p.name.startswith(".") for p in root.iterdir())
 
 
 def _synthesize(job: tuple[str, str, int, int, str, Path], sample_rate: int) -> None:
@@ -72,11 +70,11 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
     so an interrupted preparation leaves nothing half-made. Noise is mixed in when read."""
     root = _spoken_digits_root(cfg)
     manifest = _manifest(root)
-    if manifest is not None and manifest.get("version") == SPOKEN_DIGITS_VERSION and "sample_rate" in manifest:
+    if manifest is not None and manifest["version"] == SPOKEN_DIGITS_VERSION:
         return root
     if root.exists() and not root.is_dir():
         raise DataError(f"data.root={root} is a file; spoken-digits is made in a folder. Choose a new or empty one.")
-    if root.is_dir() and any(root.iterdir()) and not _an_earlier_set(root):  # the set replaces its folder whole
+    if root.is_dir() and any(root.iterdir()) and not (manifest is not None and _only_a_set(root)):  # replaced whole
         raise DataError(f"data.root={root} holds files that are no spoken-digits set (it has no manifest.json of "
                         f"one), and making the set would replace them. For your own recordings set "
                         f"data.name=audio-folder; for spoken-digits choose a new or empty folder, or leave data.root "
