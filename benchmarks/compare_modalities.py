@@ -131,7 +131,7 @@ class Job:
 
     @property
     def id(self) -> str:
-        budget = f"/{self.budget}" if self.budget else ""
+        budget = f"@{self.budget}" if self.budget else ""  # a folder beside the variant's run, not inside it
         return f"{self.modality}/{self.method}/s{self.seed}/b{self.batch_size}/{self.variant.replace(' ', '_')}{budget}"
 
     @property
@@ -311,7 +311,7 @@ def report(results: dict[str, Any]) -> str:
                   f"{f'the mean over {draws} draws of them' if draws > 1 else 'drawn once'}) and of "
                   f"weighted kNN; mean ± half the range over seeds {', '.join(map(str, seeds))}. Training time and "
                   f"samples/s are per run (mean)."
-                  + (" Runs whose id ends in `/table` have the table's own budget (Budgets, below)."
+                  + (" Runs whose id ends in `@table` have the table's own budget (Budgets, below)."
                      if table_budget else ""), "",
                   "| modality | method | linear | linear, 10 labels | kNN | train s | samples/s | records |",
                   "|---|---|---|---|---|---|---|---|"]
@@ -405,7 +405,7 @@ def report(results: dict[str, Any]) -> str:
     if results.get("overrides"):
         lines += ["", f"and the command line's, to every run: `{' '.join(results['overrides'])}`"]
     if table and table_budget:
-        lines += ["", "The modality table's runs of these modalities (ids ending in `/table`) add these overrides; "
+        lines += ["", "The modality table's runs of these modalities (ids ending in `@table`) add these overrides; "
                   "the other modalities' table runs are the sweeps' own:", ""]
         for modality, overrides in table_budget.items():
             lines.append(f"- {modality}: `{' '.join(overrides)}`")

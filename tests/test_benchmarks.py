@@ -37,7 +37,7 @@ def test_a_table_budget_gives_the_table_its_own_runs():
     assert len(ids) == len(set(ids))
     table = [job for job in jobs if "table" in job.parts]
     assert len(table) == 8 and all(job.parts == ["table"] for job in table)
-    assert all(job.id.endswith("/table") and job.overrides == budget for job in table)
+    assert all(job.id.endswith("default@table") and job.overrides == budget for job in table)
     # the sweeps share the default run among themselves, not with the table
     sweeps = [job for job in jobs if "table" not in job.parts]
     assert not any(o in budget for job in sweeps for o in job.overrides)
