@@ -51,6 +51,43 @@ def folder_for_run(run_dir: Path) -> Path:
     return run_dir
 
 
+def check_fresh_run_folder(run_dir: Path) -> None:
+    """A fresh run goes into a new folder, an empty one (hidden files aside), or the folder of a run
+    cut short before its first checkpoint; never over a finished run or files of the user's."""
+    if not run_dir.is_dir():
+        return
+    if (run_dir / "encoder.safetensors").exists():
+        raise ConfigError(f"{run_dir} holds a finished run (encoder.safetensors) whose checkpoint is gone, so it "
+                          f"cannot be continued; mmbyol never overwrites a run. Train into a new run.dir.")
+    if not _written_by_a_run(run_dir):
+        refuse_a_folder_of_files(run_dir, "run")
+
+
+def refuse_a_folder_of_files(folder: Path, what: str) -> None:
+    """A ConfigError naming what ``folder`` holds (hidden files aside), if anything: a new ``what``
+    (run, search) writes into no folder of the user's."""
+    held = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    if held:
+        shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+        raise ConfigError(f"run.dir={folder} holds files that are not a {what}'s ({shown}); a new {what} goes into "
+                          f"a new or empty folder, so that nothing of yours is overwritten. Name a new folder, "
+                          f"e.g. run.dir={folder / what}.")
+
+
+def _written_by_a_run(run_dir: Path) -> bool:
+    """Whether ``run_dir/config.yaml`` is the config a run wrote there: a config of ours whose
+    ``run.dir`` names this folder (a config saved by hand names none, or another)."""
+    from yaml import YAMLError  # omegaconf's own reader
+
+    path = run_dir / "config.yaml"
+    try:
+        saved = OmegaConf.load(path)
+        named = saved.run.dir
+    except (YAMLError, ValueError, OSError, AttributeError):  # missing, not YAML or not ours
+        return False
+    return isinstance(named, str) and Path(named).resolve().name == run_dir.resolve().name
+
+
 def checkpoint_path(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.pt"
 
@@ -68,6 +105,8 @@ def open_run(cfg: DictConfig) -> tuple[Path, dict[str, Any] | None]:
     elif cfg.resume is None and last.exists():
         raise ConfigError(f"{run_dir} already holds a run (its checkpoint {last}). Continue it with "
                           f"resume=auto, or train into a new run.dir; mmbyol never overwrites a run.")
+    if not last.exists():
+        check_fresh_run_folder(run_dir)
     for stale in last.parent.glob("*.tmp"):  # a save cut short by a kill; last.pt is intact
         stale.unlink()
     return run_dir, load_checkpoint(resume_from, cfg.modality) if resume_from else None

@@ -41,7 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .augment import Augmentation, augmentation_class, augmentation_names
-from .checkpoint import folder_for_run
+from .checkpoint import folder_for_run, refuse_a_folder_of_files
 from .config import data_source, describe_data, load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
@@ -287,6 +287,8 @@ def search(cfg: DictConfig) -> Path:
     if (where / "study.db").exists() and cfg.resume != "auto" and cfg.search.storage is None:
         raise ConfigError(f"{where} already holds a search. Continue it with resume=auto, or search into a new "
                           f"run.dir; mmbyol never overwrites a search.")
+    if where.is_dir() and not any((where / mark).exists() for mark in ("study.db", "trials")):
+        refuse_a_folder_of_files(where, "search")  # a folder is a search's once it holds its study or a trial
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     dataset = build_dataset(cfg, "train")

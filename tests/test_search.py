@@ -114,6 +114,16 @@ def test_best_yaml_names_the_data_it_was_searched_on_even_the_default_set(tmp_pa
     assert describe_data(load_config([])) == "fashion-mnist"
 
 
+def test_a_search_starts_in_no_folder_of_the_users(tmp_path):
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "report.md").write_text("my report")  # a name the search's report has
+    for resume in ("null", "auto"):
+        with pytest.raises(ConfigError, match=r"holds files that are not a search's \(report.md\).*project/search"):
+            search_module.search(load_config([f"run.dir={mine}", f"resume={resume}"]))
+    assert [p.name for p in mine.iterdir()] == ["report.md"] and (mine / "report.md").read_text() == "my report"
+
+
 def test_the_final_round_is_twice_a_trial_unless_told_and_never_longer_than_the_run():
     cfg = load_config([])
     assert final_steps(cfg, 10, 100) == 20 and final_steps(cfg, 10, 15) == 15 and final_steps(cfg, 10, 4) == 10

@@ -109,3 +109,41 @@ def test_a_run_dir_that_names_a_file_is_refused_before_anything_is_written(tmp_p
         with pytest.raises(ConfigError, match="notes.txt is a file; a run directory is a folder"):
             opening(cfg)
     assert notes.read_text() == "mine"
+
+
+def test_a_fresh_run_goes_over_no_file_of_the_users_nor_a_finished_run(tmp_path, tally):
+    from omegaconf import OmegaConf
+
+    from mmbyol.checkpoint import open_run
+    from mmbyol.errors import ConfigError
+
+    tally["bad inputs tried"] += 4
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    saved = load_config(["optim.lr=0.1"])  # a config of ours kept by hand (`mmbyol config > config.yaml`)
+    for config in ("lr: 0.1\n", OmegaConf.to_yaml(saved)):  # and another tool's, under the name a run writes
+        (mine / "config.yaml").write_text(config)
+        for resume in ("null", "auto"):
+            with pytest.raises(ConfigError, match=r"files that are not a run's \(config.yaml\).*run.dir=.*mine/run"):
+                open_run(load_config([f"run.dir={mine}", f"resume={resume}"]))
+        assert (mine / "config.yaml").read_text() == config
+    (mine / "config.yaml").unlink()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds files that are not a run's \(notes.txt\)"):
+        open_run(load_config([f"run.dir={mine}"]))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+    # the folder of a run cut short before its first checkpoint (its config names the folder), with a
+    # hidden file beside it, is trained into afresh; so is a folder with hidden files alone
+    run = tmp_path / "run"
+    cfg = load_config([f"run.dir={run}"])
+    run.mkdir()
+    (run / ".DS_Store").write_bytes(b"")
+    assert open_run(cfg) == (run, None)
+    (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (run / "metrics.jsonl").write_text('{"step": 0}\n')
+    assert open_run(cfg) == (run, None)
+    # a finished run whose checkpoint was deleted cannot be continued, and is not trained over
+    (run / "encoder.safetensors").write_bytes(b"weights")
+    with pytest.raises(ConfigError, match="holds a finished run .*mmbyol never overwrites a run"):
+        open_run(cfg)
