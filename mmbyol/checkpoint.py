@@ -137,6 +137,17 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """``path`` holds ``text`` whole, or what it held before: written beside it, flushed to disk,
+    then renamed. The temporary name carries the process id, as several processes may write one file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path: Path, modality: str | None = None) -> dict[str, Any]:
     """A checkpoint, loaded with ``weights_only=True`` (plain containers and tensors only)."""
     if not path.exists():

@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .checkpoint import atomic_write_text
 from .config import L2_GRID, data_source, load_config
 from .data import build_dataset, collate_items, evenly_spaced, labelled
 from .errors import CheckpointError, ConfigError, DataError, MMBYOLError, search_folder_hint
@@ -397,7 +398,7 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
     }
     name = "eval.json" if cfg.eval.init == "trained" else "eval-random.json"
-    (run_dir / name).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_text(run_dir / name, json.dumps(result, indent=2) + "\n")
     return result
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from .checkpoint import atomic_write_text
 from .errors import ConfigError
 
 log = logging.getLogger("mmbyol")
@@ -69,7 +70,7 @@ class MetricsLog:
     def __init__(self, path: Path, resume_step: int | None):
         if resume_step is not None and path.exists():
             keep = [line for line in path.read_text().splitlines() if _step_of(line) <= resume_step]
-            path.write_text("".join(line + "\n" for line in keep))
+            atomic_write_text(path, "".join(line + "\n" for line in keep))  # a kill here loses no line
         elif path.exists():
             path.unlink()
         self.path = path

@@ -41,7 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .augment import Augmentation, augmentation_class, augmentation_names
-from .checkpoint import folder_for_run, refuse_a_folder_of_files
+from .checkpoint import atomic_write_text, folder_for_run, refuse_a_folder_of_files
 from .config import data_source, describe_data, load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
@@ -709,7 +709,7 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
               "below_untrained": below_untrained(best.value if best else None, refs, key),
               "best": best.user_attrs.get("of", best.number) if best else None, "importances": importances,
               "trials": ranked, "final_steps": final_steps, "final": finals, "margin": margin}
-    _atomic_write(where / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(where / "report.json", json.dumps(report, indent=1) + "\n")
     if best is not None:
         what = key.removeprefix("monitor_")
         held = held_note(cfg, study, final, margin)
@@ -724,8 +724,8 @@ def write_report(study, cfg: DictConfig, where: Path, final=None) -> None:
         text = (f"# Found by mmbyol search: {found}.\n" + (f"# {held}\n" if held else "")
                 + f"# Train it: mmbyol train config={where / 'best.yaml'}\n")
         text += OmegaConf.to_yaml(OmegaConf.create(best_config(cfg, best.user_attrs["recipe"])))
-        _atomic_write(where / "best.yaml", text)
-    _atomic_write(where / "report.md", _markdown(cfg, report))
+        atomic_write_text(where / "best.yaml", text)
+    atomic_write_text(where / "report.md", _markdown(cfg, report))
     plot_search(report, where / "report.png")
 
 
@@ -821,8 +821,4 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # several processes may write the report
-    tmp.write_text(text)
-    os.replace(tmp, path)
 

@@ -27,6 +27,7 @@ from . import distributed
 from .augment import ViewPair, build_views
 from .byol import BYOL, SimCLR, Supervised
 from .checkpoint import (
+    atomic_write_text,
     checkpoint_path,
     export_encoder,
     open_run,
@@ -204,7 +205,7 @@ def setup(cfg: DictConfig, ranks: Ranks, device: torch.device,
         log.info("resuming %s from step %d of %d", run_dir, t.step, t.total_steps)
     if ranks.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg))  # a resume rewrites it
     log.info("training %s/%s on %s%s in %s: %d items, %d steps of %d (%d per epoch) → %s",
              cfg.modality, describe_data(cfg), device, f" × {ranks.world} processes" if ranks.distributed else "",
              resolve_precision(cfg.trainer.precision, device), len(dataset), t.total_steps, batch_size,

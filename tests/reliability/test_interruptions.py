@@ -205,3 +205,30 @@ def test_a_stop_signal_while_a_data_set_is_prepared_leaves_no_half_made_folder(t
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 128 + signum and f"stopped by {signum.name}" in stderr, stderr[-2000:]
     assert list(tmp_path.iterdir()) == []  # neither the staging folder nor a half-made set
+
+
+def test_a_kill_while_a_resumed_run_rewrites_its_files_loses_none_of_them(tmp_path, monkeypatch, tally):
+    """A resume trims metrics.jsonl to its checkpoint's step and writes config.yaml again; a kill in
+    the middle (here: before the new text reaches the disk) leaves each file as it was."""
+    from mmbyol.checkpoint import atomic_write_text
+    from mmbyol.metrics import MetricsLog
+
+    tally["faults injected"] += 2
+    metrics = tmp_path / "metrics.jsonl"
+    history = "".join(json.dumps({"step": step, "loss": 1.0 / (step + 1)}) + "\n" for step in range(0, 60, 10))
+    metrics.write_text(history)
+    config = tmp_path / "config.yaml"
+    config.write_text("seed: 0\n")
+
+    def killed(fd):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", killed)
+        with pytest.raises(KeyboardInterrupt):
+            MetricsLog(metrics, resume_step=30)
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write_text(config, "seed: 1\n")
+    assert metrics.read_text() == history and config.read_text() == "seed: 0\n"
+    MetricsLog(metrics, resume_step=30)  # uninterrupted: the lines after step 30 are dropped
+    assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [0, 10, 20, 30]
