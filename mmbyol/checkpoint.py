@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import to_container
 from .distributed import Ranks
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, search_folder_hint
 
 log = logging.getLogger("mmbyol")
 
@@ -60,10 +60,10 @@ def check_fresh_run_folder(run_dir: Path) -> None:
         raise ConfigError(f"{run_dir} holds a finished run (encoder.safetensors) whose checkpoint is gone, so it "
                           f"cannot be continued; mmbyol never overwrites a run. Train into a new run.dir.")
     if not _written_by_a_run(run_dir):
-        refuse_a_folder_of_files(run_dir, "run")
+        refuse_a_folder_of_files(run_dir, "run", search_folder_hint(run_dir))
 
 
-def refuse_a_folder_of_files(folder: Path, what: str) -> None:
+def refuse_a_folder_of_files(folder: Path, what: str, hint: str = "") -> None:
     """A ConfigError naming what ``folder`` holds (hidden files aside), if anything: a new ``what``
     (run, search) writes into no folder of the user's."""
     held = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -71,7 +71,7 @@ def refuse_a_folder_of_files(folder: Path, what: str) -> None:
         shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
         raise ConfigError(f"run.dir={folder} holds files that are not a {what}'s ({shown}); a new {what} goes into "
                           f"a new or empty folder, so that nothing of yours is overwritten. Name a new folder, "
-                          f"e.g. run.dir={folder / what}.")
+                          f"e.g. run.dir={folder / what}.{hint}")
 
 
 def _written_by_a_run(run_dir: Path) -> bool:

@@ -132,6 +132,9 @@ def test_a_fresh_run_goes_over_no_file_of_the_users_nor_a_finished_run(tmp_path,
     with pytest.raises(ConfigError, match=r"holds files that are not a run's \(notes.txt\)"):
         open_run(load_config([f"run.dir={mine}"]))
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    (mine / "best.yaml").write_text("seed: 0\n")  # what `mmbyol search` writes
+    with pytest.raises(ConfigError, match=r"It is a `mmbyol search` folder: .*mmbyol train config=.*best.yaml"):
+        open_run(load_config([f"run.dir={mine}"]))
 
     # the folder of a run cut short before its first checkpoint (its config names the folder), with a
     # hidden file beside it, is trained into afresh; so is a folder with hidden files alone
