@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import save_file
+from safetensors.torch import save as to_safetensors
 from torch import nn
 
 from .config import to_container
@@ -126,26 +129,46 @@ def unwrap(module: nn.Module) -> nn.Module:
             return module
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file, flushed to disk, then renamed: never a torn file."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """A file to write in place of ``path``: a temporary one beside it (named with the process id,
+    as several processes may write one report), flushed to disk and renamed over ``path`` when the
+    block ends. A failed write leaves ``path`` as it was and removes the temporary file, which on a
+    full disk would hold the space that is lacking."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as file:
-        torch.save(obj, file)
-        file.flush()
-        os.fsync(file.fileno())
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through :func:`replacing`: never a torn file."""
+    with replacing(path) as file:
+        torch.save(obj, file)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """``path`` holds ``text`` whole, or what it held before: written beside it, flushed to disk,
-    then renamed. The temporary name carries the process id, as several processes may write one file."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    """``path`` holds ``text`` whole, or what it held before (:func:`replacing`)."""
+    with replacing(path) as file:
+        file.write(text.encode())
+
+
+def unwritable(path: Path, error: Exception, what: str, run_dir: Path) -> CheckpointError:
+    """The error for a run's file that could not be written: why, the space left, and how to go on.
+    torch reports a full disk as "unexpected pos", so the free space is said whatever the cause."""
+    detail = (error.strerror or str(error)) if isinstance(error, OSError) else str(error).splitlines()[0]
+    free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+    last = checkpoint_path(run_dir)
+    kept = "The last checkpoint is intact." if last.exists() else "No checkpoint was written before."
+    return CheckpointError(f"Could not write the {what} {path} ({detail}); its disk has {free / 2**20:,.0f} MiB "
+                           f"free. {kept} Make room, then continue with: mmbyol train run.dir={run_dir} resume=auto")
 
 
 def load_checkpoint(path: Path, modality: str | None = None) -> dict[str, Any]:
@@ -174,7 +197,7 @@ def save_checkpoint(path: Path, cfg: DictConfig, step: int, model: nn.Module, op
                     states: list[dict[str, Any]], info: dict[str, Any]) -> None:
     """The full state of a run. ``states``: :func:`rank_state` of every rank, in rank order (one
     entry in one process)."""
-    atomic_save({
+    state = {
         "format": CHECKPOINT_FORMAT,
         "step": step,
         "model": unwrap(model).state_dict(),
@@ -185,7 +208,11 @@ def save_checkpoint(path: Path, cfg: DictConfig, step: int, model: nn.Module, op
         "ranks": states[1:],  # the same for ranks 1, 2, … of a torchrun run
         "config": to_container(cfg),
         "info": info,
-    }, path)
+    }
+    try:
+        atomic_save(state, path)
+    except (OSError, RuntimeError) as error:  # torch's writer raises RuntimeError for a failed write
+        raise unwritable(path, error, "checkpoint", path.parent.parent) from error
 
 
 # ------------------------------------------------------------------- random streams per rank
@@ -248,6 +275,8 @@ def export_encoder(path: Path, cfg: DictConfig, encoder: nn.Module, info: dict, 
         "plugins": list(cfg.plugins),
         "step": step,
     })}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        with replacing(path) as file:
+            file.write(to_safetensors(state, metadata=metadata))
+    except OSError as error:
+        raise unwritable(path, error, "encoder", path.parent) from error

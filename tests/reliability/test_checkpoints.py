@@ -150,3 +150,42 @@ def test_a_fresh_run_goes_over_no_file_of_the_users_nor_a_finished_run(tmp_path,
     (run / "encoder.safetensors").write_bytes(b"weights")
     with pytest.raises(ConfigError, match="holds a finished run .*mmbyol never overwrites a run"):
         open_run(cfg)
+
+
+def test_a_file_of_the_run_that_cannot_be_written_stops_it_with_the_cause_and_keeps_the_last_checkpoint(
+        tmp_path, monkeypatch, tally):
+    """A full disk: torch says only "unexpected pos"; the error says what failed, the space left and
+    how to go on, the last checkpoint is as it was, and no half-written file holds the space."""
+    import errno
+
+    from mmbyol import checkpoint
+
+    tally["faults injected"] += 2
+    run = tmp_path / "run"
+    cfg = load_config([f"run.dir={run}"])
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = checkpoint.checkpoint_path(run)
+    checkpoint.save_checkpoint(path, cfg, 1, model, optimizer, [{"views": {}, "rng": {}}], {})
+    saved = path.read_bytes()
+
+    def full_disk(obj, file):
+        file.write(b"\0" * 4096)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"Could not write the checkpoint .*last.pt \(\[enforce fail.*unexpected "
+                                              r"pos 704 vs 598\); its disk has [\d,]+ MiB free. The last checkpoint "
+                                              r"is intact. Make room, then continue with: mmbyol train run.dir=.*run "
+                                              r"resume=auto"):
+        checkpoint.save_checkpoint(path, cfg, 2, model, optimizer, [{"views": {}, "rng": {}}], {})
+    assert path.read_bytes() == saved and sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+
+    def no_space(state, metadata):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "to_safetensors", no_space)
+    with pytest.raises(CheckpointError, match=r"Could not write the encoder .*encoder.safetensors \(No space left on "
+                                              r"device\);.*The last checkpoint is intact.*resume=auto"):
+        checkpoint.export_encoder(run / "encoder.safetensors", cfg, model, {}, 2)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoints"]

@@ -90,7 +90,7 @@ def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_p
         tally["faults injected"] += 1
         assert not (run / "encoder.safetensors").exists()  # it really died mid-run
         assert load_checkpoint(checkpoint)["step"] >= kill_at - 1  # never torn, at most a step behind
-    (checkpoint.parent / "last.pt.tmp").write_bytes(b"\x80\x02 half a save")  # as a kill in torch.save leaves
+    (checkpoint.parent / "last.pt.4242.tmp").write_bytes(b"\x80\x02 half a save")  # as a kill in torch.save leaves
     run_cli(*train_args(run, "resume=auto"))
     tally["runs resumed"] += 4
     tally["faults injected"] += 1
