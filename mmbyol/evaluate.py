@@ -25,7 +25,7 @@ from .data import build_dataset, collate_items, evenly_spaced, labelled
 from .errors import CheckpointError, ConfigError, DataError, MMBYOLError, search_folder_hint
 from .modalities.base import Modality, build_encoder, get_modality
 from .registry import import_plugins
-from .runtime import autocast_context, resolve_device
+from .runtime import autocast_context, out_of_memory, resolve_device
 
 log = logging.getLogger("mmbyol")
 
@@ -304,8 +304,12 @@ def run_features(cfg: DictConfig, run_dir: Path) -> RunFeatures:
         encoder = load_encoder(run_dir, device)
         info, step = encoder.metadata["info"], encoder.metadata["step"]
     autocast = autocast_context(cfg.trainer.precision, device)
-    train_x, train_y = extract_features(encoder, train_set, modality, device, cfg.eval.batch_size, info, autocast)
-    test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, info, autocast)
+    try:
+        train_x, train_y = extract_features(encoder, train_set, modality, device, cfg.eval.batch_size, info, autocast)
+        test_x, test_y = extract_features(encoder, test_set, modality, device, cfg.eval.batch_size, info, autocast)
+    except torch.OutOfMemoryError as error:
+        raise out_of_memory(error, device, "computing the features",
+                            f"eval.batch_size (now {cfg.eval.batch_size})") from error
     if (train_y < 0).all():
         raise DataError(f"The training split of {cfg.data.name!r} has no labels; evaluation needs a labelled data set.")
     return RunFeatures(train_x, train_y, test_x, test_y, step, train_set, test_set)

@@ -88,6 +88,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def out_of_memory(error: torch.OutOfMemoryError, device: torch.device | str, doing: str, lower: str) -> ConfigError:
+    """A device that ran out of memory, in one paragraph: torch's account of it, without its advice
+    on the allocator, and the setting to lower."""
+    said = str(error).split(" Including non-PyTorch memory")[0].split(" If reserved but unallocated")[0].strip()
+    return ConfigError(f"{device} ran out of memory {doing} ({said.rstrip('.')}). Lower {lower}.")
+
+
 def autocast_context(precision: str, device: torch.device):
     """A context manager factory: bf16 autocast, or nothing, as ``precision`` resolves on ``device``."""
     if resolve_precision(precision, device) == "bf16":

@@ -46,7 +46,7 @@ from .metrics import TrainingLog
 from .modalities.base import DataSet, Modality, build_encoder, get_modality
 from .monitor import Monitor, build_monitor, monitor_every
 from .optim import build_optimizer
-from .runtime import InterruptFlag, autocast_context, resolve_device, resolve_precision
+from .runtime import InterruptFlag, autocast_context, native_bf16, out_of_memory, resolve_device, resolve_precision
 from .schedules import lr_schedule, tau_schedule
 
 log = logging.getLogger("mmbyol")
@@ -236,10 +236,22 @@ def train(cfg: DictConfig, dataset: DataSet | None = None, monitor: Monitor | No
     except BaseException as error:
         if ranks.distributed:  # the frames of a failed step hold the model too
             traceback.clear_frames(error.__traceback__)
+        if isinstance(error, torch.OutOfMemoryError):
+            raise memory_advice(error, cfg, device, ranks) from error
         raise
     finally:
         t = None  # the DDP model goes before its process group: see distributed.close
         distributed.close(ranks)
+
+
+def memory_advice(error: torch.OutOfMemoryError, cfg: DictConfig, device: torch.device, ranks: Ranks) -> ConfigError:
+    """What to lower when training ran out of device memory, and how the run goes on."""
+    per_process = f", {cfg.data.batch_size // ranks.world} per process" if ranks.distributed else ""
+    bf16 = (" or use trainer.precision=bf16," if resolve_precision(cfg.trainer.precision, device) == "fp32"
+            and native_bf16(device) else "")
+    return out_of_memory(error, device, "while training",
+                         f"data.batch_size (now {cfg.data.batch_size}{per_process}),{bf16} and train into a new "
+                         f"run.dir; if other processes held the memory, resume=auto continues from the last checkpoint")
 
 
 # ---------------------------------------------------------------------------------- loop

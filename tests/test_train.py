@@ -68,3 +68,34 @@ def test_training_into_a_finished_run_without_resume_is_refused(tmp_path, fashio
     with pytest.raises(ConfigError, match="resume=auto"):
         train(config(tmp_path, "run"))
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+CUDA_OOM = ("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB of which 3.06 MiB "
+            "is free. Including non-PyTorch memory, this process has 79.18 GiB memory in use. If reserved but "
+            "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True")
+
+
+def test_a_device_out_of_memory_says_what_to_lower_and_how_the_run_goes_on(tmp_path, fashion_mnist, monkeypatch):
+    import importlib
+
+    from mmbyol.errors import ConfigError
+
+    train_module, evaluate_module = importlib.import_module("mmbyol.train"), importlib.import_module("mmbyol.evaluate")
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module, "train_step", out_of_memory)
+        with pytest.raises(ConfigError, match=r"^cpu ran out of memory while training \(CUDA out of memory. Tried to "
+                                              r"allocate 2.00 GiB. .* of which 3.06 MiB is free\). Lower "
+                                              r"data.batch_size \(now 64\),.* and train into a new run.dir; if other "
+                                              r"processes held the memory, resume=auto continues") as raised:
+            train(load_config([*TINY, f"run.dir={run}"]))
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in str(raised.value)
+    train(load_config([*TINY, f"run.dir={run}", "resume=auto"]))
+    with monkeypatch.context() as patched:
+        patched.setattr(evaluate_module, "extract_features", out_of_memory)
+        with pytest.raises(ConfigError, match=r"ran out of memory computing the features .* Lower eval.batch_size"):
+            evaluate_module.evaluate(load_config([*TINY, f"run.dir={run}"]), run)
