@@ -314,9 +314,12 @@ def search(cfg: DictConfig) -> Path:
     log.info("search %s/%s → %s: %d trials of %d steps (%s%s), %d candidate augmentations: %s",
              cfg.modality, describe_data(cfg), where, cfg.search.trials, steps, key.removeprefix("monitor_"),
              f", {cfg.search.minutes:g} min at most" if cfg.search.minutes else "", len(names), ", ".join(names))
+    # a final round as long as the trials would train each finalist again with the same recipe, seed and
+    # steps, to the same value: it takes the trials' own measurements (RankMe's error measured in them)
+    repeats = last_steps == steps
     if cfg.search.finalists:
-        log.info("then a final round: the %d best and the configured pair, %d steps each",
-                 cfg.search.finalists, last_steps)
+        log.info("then a final round: the %d best and the configured pair, %d steps each%s", cfg.search.finalists,
+                 last_steps, " (as long as a trial: their trials' measurements are taken)" if repeats else "")
     if not created:
         log.info("continuing the study in %s: %d trials finished", storage_url(cfg, where), _finished(study))
 
@@ -364,7 +367,7 @@ def search(cfg: DictConfig) -> Path:
 
     def exploring_until() -> float:
         """The deadline less the final round's estimated time (from the configured pair's trial)."""
-        if not cfg.search.finalists or deadline == math.inf:
+        if not cfg.search.finalists or deadline == math.inf or repeats:
             return deadline
         timed = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                  if t.user_attrs.get("reference") and t.duration]
@@ -377,7 +380,7 @@ def search(cfg: DictConfig) -> Path:
         reference = trial.user_attrs.get("reference")
         recipe = configured_recipe(cfg) if reference else suggest_recipe(trial, cfg, names)
         return run_trial(trial, recipe, steps, where / "trials" / f"{trial.number:04d}", exploring_until(),
-                         prune=not reference)
+                         prune=not reference, noise=repeats)
 
     bar = _progress(cfg, study)
     stop = optuna.study.MaxTrialsCallback(cfg.search.trials, states=(optuna.trial.TrialState.COMPLETE,
@@ -480,12 +483,20 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
         if twin is not None:
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned(f"final trial {twin} trains trial {number} already")
-        value = run_trial(trial, trial.user_attrs["recipe"], steps,
-                          where / "final" / f"{number:04d}", deadline, prune=False, noise=True)
+        source = study.trials[number]
+        if steps == study.user_attrs["trial_steps"] and (key != "monitor_rank" or "rank_se" in source.user_attrs):
+            value = source.value  # trained again, the same recipe, seed and steps would give the same value
+            trial.set_user_attr("taken_from_trial", True)
+            if "rank_se" in source.user_attrs:
+                trial.set_user_attr("rank_se", source.user_attrs["rank_se"])
+        else:
+            value = run_trial(trial, trial.user_attrs["recipe"], steps,
+                              where / "final" / f"{number:04d}", deadline, prune=False, noise=True)
         error = trial.user_attrs.get("rank_se")
-        log.info("final round: trial %d, %s %.4f%s at %d steps (%.4f at %d)", number, key.removeprefix("monitor_"),
-                 value, f" ± {error:.4f}" if error is not None else "", steps, study.trials[number].value,
-                 study.user_attrs["trial_steps"])
+        log.info("final round: trial %d, %s %.4f%s at %d steps (%.4f at %d%s)", number, key.removeprefix("monitor_"),
+                 value, f" ± {error:.4f}" if error is not None else "", steps, source.value,
+                 study.user_attrs["trial_steps"], ": its trial's measurement" if trial.user_attrs.get(
+                     "taken_from_trial") else "")
         return value
 
     while time.monotonic() < deadline and final.get_trials(deepcopy=False, states=(waiting,)):
@@ -751,9 +762,12 @@ def _markdown(cfg: DictConfig, report: dict[str, Any]) -> str:
         lines += ["", f"**The recipe in best.yaml (trial {report['best']}) measured below the untrained encoder** "
                   + _below_untrained_text(report["best_value"], refs, measured.get("queries"))]
     if report["final"]:
+        why = ("This round is as long as the trials, so each finalist's value is its trial's (trained again, the "
+               "same recipe, seed and steps give the same)." if report["final_steps"] == report["trial_steps"] else
+               "Short trials can rank recipes otherwise than longer training does, so the best trials and the "
+               "configured pair are trained again for longer.")
         lines += ["", f"## Final round: {report['final_steps']} steps each", "",
-                  "Short trials can rank recipes otherwise than longer training does, so the best trials and the "
-                  "configured pair are trained again for longer. best.yaml is the best of this round, but a finalist "
+                  why + " best.yaml is the best of this round, but a finalist "
                   "replaces the configured pair only with a lead of more than search.margin"
                   + (f" ({margin_text(report['objective'], report['margin'], cfg.search.margin, measured)})"
                      if report.get("margin") else "") + ".", "",

@@ -338,6 +338,29 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert {f["trial"] for f in again["final"]} == set(finals) | set(ranked[:2])
 
 
+def test_a_final_round_as_long_as_the_trials_takes_their_measurements_instead_of_training_them_again(
+        tmp_path, fashion_mnist, monkeypatch):
+    import importlib
+
+    train_module = importlib.import_module("mmbyol.train")
+    trained = []
+    real_train = train_module.train
+
+    def counted(cfg, **kwargs):
+        trained.append(cfg.run.dir)
+        return real_train(cfg, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", counted)
+    where = tmp_path / "search"
+    search_module.search(load_config([*SEARCH, f"run.dir={where}", "search.trials=2", "search.final_steps=4",
+                                      "search.pruner=none"]))
+    assert len(trained) == 2 and all("/trials/" in run for run in trained)  # the final round trained nothing
+    report = json.loads((where / "report.json").read_text())
+    values = {t["trial"]: t["value"] for t in report["trials"]}
+    assert len(report["final"]) == 2 and all(f["value"] == values[f["trial"]] for f in report["final"])
+    assert "This round is as long as the trials" in (where / "report.md").read_text()
+
+
 def test_a_search_without_labels_judges_by_rankme_and_weighs_its_final_round_by_rankmes_error(tmp_path, fashion_mnist):
     where = tmp_path / "search"
     run_cli("search", *SEARCH, f"run.dir={where}", "search.objective=rank", "search.trials=2", "search.final_steps=4")
