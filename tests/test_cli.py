@@ -20,15 +20,18 @@ def test_train_then_eval_end_to_end(tmp_path, fashion_mnist):
     result = run_cli("eval", str(run_dir), "eval.test_limit=500", "eval.labels_per_class=5", "eval.l2_grid=[0.01]")
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"linear_acc", "knn_acc", "linear_acc_5"} <= set(metrics)
+    # before the probes' wait, what is to come: one line on stderr, none with -q
+    assert ("features of 256 training and 500 test items" in result.stderr and "step 6); now the linear probe, kNN "
+            "and 5 draws of 5 labels per class" in result.stderr)
     assert len(metrics["linear_acc_5_draws"]) == 5  # eval.label_draws: the reported figure is their mean
     assert metrics["linear_acc_5"] == pytest.approx(sum(metrics["linear_acc_5_draws"]) / 5, abs=1e-4)
     assert 0.4 < metrics["linear_acc"] <= 1.0  # ten classes: far above chance even after 6 steps
     saved = json.loads((run_dir / "eval.json").read_text())
     assert saved["linear_acc"] == metrics["linear_acc"] and "protocol" in saved
 
-    random = json.loads(run_cli("eval", str(run_dir), "init=random", "eval.test_limit=500",
-                                "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
-    assert random["init"] == "random" and (run_dir / "eval-random.json").exists()
+    quiet = run_cli("-q", "eval", str(run_dir), "init=random", "eval.test_limit=500", "eval.l2_grid=[0.01]")
+    random = json.loads(quiet.stdout.splitlines()[-1])
+    assert random["init"] == "random" and (run_dir / "eval-random.json").exists() and "features of" not in quiet.stderr
 
     from mmbyol import load_encoder
 
