@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from .checkpoint import replacing
 from .errors import DataError, search_folder_hint
 
 # (key, title, log scale) of each panel; a panel whose key the run never logged is left out
@@ -66,9 +66,9 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.suptitle(str(run_dir), fontsize=10)
     fig.tight_layout()
     out = Path(out) if out else run_dir / "curves.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with replacing(out) as file:
+            fig.savefig(file, format="png")
+    finally:
+        plt.close(fig)
     return out

@@ -41,7 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .augment import Augmentation, augmentation_class, augmentation_names
-from .checkpoint import atomic_write_text, folder_for_run, refuse_a_folder_of_files
+from .checkpoint import atomic_write_text, folder_for_run, refuse_a_folder_of_files, replacing
 from .config import data_source, describe_data, load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
@@ -484,8 +484,10 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned(f"final trial {twin} trains trial {number} already")
         source = study.trials[number]
-        if steps == study.user_attrs["trial_steps"] and (key != "monitor_rank" or "rank_se" in source.user_attrs):
-            value = source.value  # trained again, the same recipe, seed and steps would give the same value
+        # trained again, the same recipe, seed and steps would give its trial's value
+        taken = steps == study.user_attrs["trial_steps"] and (key != "monitor_rank" or "rank_se" in source.user_attrs)
+        if taken:
+            value = source.value
             trial.set_user_attr("taken_from_trial", True)
             if "rank_se" in source.user_attrs:
                 trial.set_user_attr("rank_se", source.user_attrs["rank_se"])
@@ -495,8 +497,7 @@ def final_round(cfg: DictConfig, study, final, length: int, deadline: float, run
         error = trial.user_attrs.get("rank_se")
         log.info("final round: trial %d, %s %.4f%s at %d steps (%.4f at %d%s)", number, key.removeprefix("monitor_"),
                  value, f" ± {error:.4f}" if error is not None else "", steps, source.value,
-                 study.user_attrs["trial_steps"], ": its trial's measurement" if trial.user_attrs.get(
-                     "taken_from_trial") else "")
+                 study.user_attrs["trial_steps"], ": its trial's measurement" if taken else "")
         return value
 
     while time.monotonic() < deadline and final.get_trials(deepcopy=False, states=(waiting,)):
@@ -829,10 +830,8 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)  # below: never over a point
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-
+    try:
+        with replacing(path) as file:  # several processes may write the report
+            fig.savefig(file, format="png")
+    finally:
+        plt.close(fig)
