@@ -185,7 +185,7 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
         if not re.match(r"^[A-Za-z_][\w.]*=", item):
             raise ConfigError(
                 f"Cannot read {item!r}: overrides are key=value, e.g. trainer.epochs=5 or "
-                f"'augment.view2=[{{name: solarize, p: 0.2}}]'. `mmbyol config` shows every key."
+                f"'augment.view2=[{{name: solarize, p: 0.2}}]'.{_path_hint(item)} `mmbyol config` shows every key."
             )
         key, _, text = item.partition("=")
         try:
@@ -194,6 +194,17 @@ def parse_overrides(overrides: Sequence[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"Cannot parse the value of {item!r}: {str(error).splitlines()[0]}") from None
         parsed.append((key, value))
     return parsed
+
+
+def _path_hint(item: str) -> str:
+    """What to write instead, where a word meant as an override names a file or a run's folder."""
+    path = Path(item).expanduser()
+    if path.is_dir() and (path / "config.yaml").is_file():
+        return (f" {item} is a run's folder: continue it with run.dir={item} resume=auto, or take its settings "
+                f"with config={path / 'config.yaml'} (and a new run.dir, to train them again).")
+    if path.is_file() and path.suffix in (".yaml", ".yml"):
+        return f" A file of settings is given as config={item}."
+    return ""
 
 
 def load_config(overrides: Sequence[str] = (), base: Mapping[str, Any] | None = None) -> DictConfig:

@@ -43,6 +43,20 @@ def test_bad_overrides_name_the_key_and_what_to_do(override, message):
         load_config([override])
 
 
+def test_a_path_given_as_an_override_is_answered_with_the_key_it_needs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("modality: image\n")
+    (tmp_path / "exp.yaml").write_text("trainer:\n  epochs: 2\n")
+    with pytest.raises(ConfigError, match=r"run is a run's folder: continue it with run.dir=run resume=auto, or take "
+                                          r"its settings with config=run/config.yaml"):
+        load_config(["run"])
+    with pytest.raises(ConfigError, match="A file of settings is given as config=exp.yaml"):
+        load_config(["exp.yaml"])
+    with pytest.raises(ConfigError, match=r"p: 0.2}\]'. `mmbyol config` shows every key"):  # neither: no hint
+        load_config(["elsewhere"])
+
+
 def test_the_limits_themselves_are_accepted():
     cfg = load_config(["trainer.epochs=0", "trainer.max_steps=1", "model.tau_base=1", "optim.momentum=0",
                        "optim.weight_decay=0", "optim.warmup_epochs=0", "search.tau_base=[0.5, 1.0]"])
