@@ -8,7 +8,10 @@
               DataLoader workers, as most BYOL code does.
 
     python benchmarks/throughput.py [--modalities image audio text] [--steps 30] [--rounds 2]
-                                    [--workers 2] [--device auto] [key=value ...]
+                                    [--workers 2] [--device auto] [--profile N] [key=value ...]
+
+``--profile N`` adds where the bare step's time goes: its N most costly operators by
+``torch.profiler``, each with its share.
 
 Every part is built by ``mmbyol.train.build_training``, as a training run builds it (each
 modality's defaults, the batch-scaled learning rate and its schedule), and the overrides refine
@@ -22,6 +25,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
 import platform
 import statistics
 import time
@@ -108,19 +112,52 @@ def full_step_rate(t: Training, steps: int, warmup: int) -> float:
     return timed(batches(t), step, steps, warmup, t.cfg.data.batch_size)
 
 
-def bare_step_rate(t: Training, steps: int, warmup: int) -> float:
-    """Samples/s of the model step alone, on views made beforehand on the device (a new pair each step)."""
+def made_views(t: Training, count: int) -> list:
+    """``count`` pairs of views made beforehand on the device, as the loop would make them."""
     pairs = []
     with torch.no_grad():
-        for inputs, _labels, _skipped in itertools.islice(batches(t), steps + warmup):
+        for inputs, _labels, _skipped in itertools.islice(batches(t), count):
             pairs.append(t.views(*prepare_views(t.modality, inputs, t.device, t.info), t.generator))
+    return pairs
+
+
+def bare_model_step(t: Training):
+    """The model step on a pair of views, at the schedule's lr and τ of the steps counted so far."""
     counter = itertools.count()
 
     def step(pair):
         k = next(counter)
         model_step(t.model, t.optimizer, *pair, t.lr(k), t.tau(k), t.autocast)
 
-    return timed(pairs, step, steps, warmup, t.cfg.data.batch_size)
+    return step
+
+
+def bare_step_rate(t: Training, steps: int, warmup: int) -> float:
+    """Samples/s of the model step alone, on views made beforehand on the device (a new pair each step)."""
+    return timed(made_views(t, steps + warmup), bare_model_step(t), steps, warmup, t.cfg.data.batch_size)
+
+
+def step_profile(t: Training, steps: int, warmup: int, top: int) -> list[dict]:
+    """Where the model step's time goes: ``torch.profiler`` over ``steps`` bare steps, the ``top``
+    operators by their own time (the device's on CUDA, else the CPU's), each with its share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    pairs, step = made_views(t, steps + warmup), bare_model_step(t)
+    for pair in pairs[:warmup]:
+        step(pair)
+    on_device = t.device.type == "cuda"
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # not its "no GPU" error on a CPU-only machine
+    with profile(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_device else [])],
+                 acc_events=True) as profiler:
+        for pair in pairs[warmup:]:
+            step(pair)
+        if on_device:
+            torch.cuda.synchronize()
+    own = "self_device_time_total" if on_device else "self_cpu_time_total"
+    events = [e for e in profiler.key_averages() if getattr(e, own) > 0]
+    total = sum(getattr(e, own) for e in events)
+    return [{"operator": e.key, "share": getattr(e, own) / total, "calls_per_step": e.count / steps}
+            for e in sorted(events, key=lambda e: -getattr(e, own))[:top]]
 
 
 def pil_step_rate(t: Training, steps: int, warmup: int, workers: int) -> float:
@@ -165,6 +202,12 @@ def measure(modality: str, overrides: list[str], args) -> dict:
     if "pil" in median:
         print(f"  (c) per-sample PIL pipeline, {args.workers} workers {median['pil']:8.0f} samples/s   (a)/(c) = "
               f"{result['full_over_pil']:.2f}")
+    if args.profile:
+        result["profile"] = step_profile(t, args.steps, args.warmup, args.profile)
+        print(f"  the bare step's {'device' if t.device.type == 'cuda' else 'CPU'} time by operator (torch.profiler, "
+              f"{args.steps} steps):")
+        for row in result["profile"]:
+            print(f"    {100 * row['share']:5.1f}%  {row['operator']} ({row['calls_per_step']:g} a step)")
     return result
 
 
@@ -176,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="repeat the parts in turn; report the median")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the PIL pipeline")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile the bare step and print its N most costly operators")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("overrides", nargs="*", help="config overrides for every modality, e.g. data.batch_size=128")
     args = parser.parse_args(argv)

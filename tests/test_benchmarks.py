@@ -206,3 +206,21 @@ def test_raw_series_gives_a_raw_input_encoder_the_items_features(tmp_path):
     results = raw_series.main([str(run_dir)])
     assert results["raw"] == results["items"] and results["items"]["max_abs_diff_from_items"] == 0
     assert results["unresampled"]["max_abs_diff_from_items"] > 0.01  # the test series are 20-39 steps, not 39
+
+
+def test_throughput_profiles_the_bare_step_by_operator(tmp_path, monkeypatch):
+    import throughput
+
+    from .modalities.test_timeseries import TS_TINY, write_tiny_archive
+
+    write_tiny_archive(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    overrides = [o for o in TS_TINY if o != "modality=timeseries"] + [f"data.root={tmp_path}", "data.set=Tiny"]
+    assert throughput.main(["--modalities", "timeseries", "--steps", "3", "--warmup", "1", "--rounds", "1",
+                            "--profile", "8", "--out", str(tmp_path / "out"), *overrides]) == 0
+    record = json.loads((tmp_path / "out" / "throughput.json").read_text())["modalities"]["timeseries"]
+    assert record["samples_per_s"]["full"] > 0 and record["samples_per_s"]["bare"] > 0
+    profile = record["profile"]
+    shares = [row["share"] for row in profile]
+    assert len(profile) == 8 and shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+    assert any("convolution" in row["operator"] for row in profile)  # the FCN's step is mostly its convolutions
