@@ -24,19 +24,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from compare_modalities import machine  # benchmarks/compare_modalities.py, its neighbour
 
 from mmbyol import train
 from mmbyol.config import load_config
 from mmbyol.data import build_dataset
 from mmbyol.evaluate import evaluate, load_eval_config, probe_metrics
 from mmbyol.modalities.timeseries import prepare_series
+from mmbyol.runtime import resolve_device, resolve_precision
 
 DEV_SETS = ("JapaneseVowels", "OSULeaf", "GunPoint")
 METHODS = ("byol", "untrained", "supervised", "minirocket")
@@ -127,7 +128,7 @@ def summary(records: list[dict], n: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", nargs="+", default=list(DEV_SETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -140,7 +141,7 @@ def main() -> None:
     parser.add_argument("--minirocket-kernels", type=int, default=10_000)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     # key=value anywhere, also right after a list option such as --methods, which would take it
-    argv = sys.argv[1:]
+    argv = sys.argv[1:] if argv is None else argv
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in argv if a not in overrides])
     args.overrides = overrides
@@ -169,7 +170,10 @@ def main() -> None:
                           "seconds": round(time.perf_counter() - began, 1)}
                 records.append(record)
                 print(json.dumps(record), flush=True)
-    report = {"machine": {"processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads()},
+    # the precision a run trains at moves its figures (docs/experiments.md), so the record keeps it
+    run_cfg = load_config(["modality=timeseries", *args.overrides])
+    precision = resolve_precision(run_cfg.trainer.precision, resolve_device(run_cfg.device))
+    report = {"machine": {**machine(), "threads": torch.get_num_threads(), "precision": precision},
               "overrides": args.overrides, "labels_per_class": n, "label_draws": args.label_draws,
               "minutes": round((time.perf_counter() - started) / 60, 1), "records": records}
     args.out.mkdir(parents=True, exist_ok=True)

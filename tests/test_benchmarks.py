@@ -224,3 +224,34 @@ def test_throughput_profiles_the_bare_step_by_operator(tmp_path, monkeypatch):
     shares = [row["share"] for row in profile]
     assert len(profile) == 8 and shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
     assert any("convolution" in row["operator"] for row in profile)  # the FCN's step is mostly its convolutions
+
+
+def test_timeseries_benchmark_records_each_run_and_the_margin_over_the_untrained_encoder(tmp_path, monkeypatch,
+                                                                                        capsys):
+    import timeseries
+
+    from .modalities.test_timeseries import TS_TINY, write_tiny_archive
+
+    write_tiny_archive(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    overrides = [o for o in TS_TINY if o != "modality=timeseries"] + [f"data.root={tmp_path}", "eval.l2_grid=[0.01]"]
+    args = ["--sets", "Tiny", "--seeds", "0", "1", "--methods", "byol", "untrained", "--label-draws", "2",
+            "--out", str(tmp_path / "out"), *overrides]
+    timeseries.main(args)
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    records = report["records"]
+    assert [(r["seed"], r["method"]) for r in records] == [(0, "byol"), (0, "untrained"), (1, "byol"), (1, "untrained")]
+    assert report["machine"]["precision"] in ("fp32", "bf16") and report["machine"]["cpu"]
+    assert all(len(r["linear_acc_5_draws"]) == 2 for r in records)
+    # the margin row is the mean over seeds of BYOL − untrained of the same seed, ± its standard error
+    by = {(r["seed"], r["method"]): r for r in records}
+    margins = [100 * (by[s, "byol"]["linear_acc_5"] - by[s, "untrained"]["linear_acc_5"]) for s in (0, 1)]
+    error = abs(margins[0] - margins[1]) / 2  # two seeds: the standard deviation / √2
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| Tiny | byol − untrained"))
+    assert row.split(" | ")[3] == f"{sum(margins) / 2:+.1f} ± {error:.1f}"
+
+    # the finished runs are evaluated again, not trained again, to the same figures
+    timeseries.main(args)
+    again = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    assert [r["linear_acc_5"] for r in again] == [r["linear_acc_5"] for r in records]
+    assert all(r["train_minutes"] < 0.05 for r in again if r["method"] == "byol")
