@@ -385,11 +385,11 @@ def evaluate(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     config) and write ``eval.json`` (``eval-random.json``)."""
     started = time.perf_counter()
     train_x, train_y, test_x, test_y, step, train_set, test_set = run_features(cfg, run_dir)
-    n, grid = cfg.eval.labels_per_class, len(cfg.eval.l2_grid)
+    n, l2_choices = cfg.eval.labels_per_class, len(cfg.eval.l2_grid)
     log.info("features of %d training and %d test items in %.1f s (%s encoder, step %d); now the linear probe%s, "
              "kNN%s", len(train_x), len(test_x), time.perf_counter() - started,
              "the untrained" if cfg.eval.init == "random" else "the run's", step,
-             f" (its L2 chosen among {grid})" if grid > 1 else "",
+             f" (its L2 chosen among {l2_choices})" if l2_choices > 1 else "",
              f" and {cfg.eval.label_draws} draws of {n} labels per class" if n is not None else "")
     train_origins, origins = origins_of(train_set, len(train_x)), origins_of(test_set, len(test_x))
     metrics = probe_metrics(train_x, train_y, test_x, test_y, cfg.eval, getattr(test_set, "classes", None),

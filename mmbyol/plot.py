@@ -66,9 +66,17 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.suptitle(str(run_dir), fontsize=10)
     fig.tight_layout()
     out = Path(out) if out else run_dir / "curves.png"
+    save_png(fig, out)
+    return out
+
+
+def save_png(fig, path: Path) -> None:
+    """``fig`` as a PNG at ``path`` whatever its name, written through :func:`replacing` (never a
+    torn file, also where several processes write it), then closed."""
+    import matplotlib.pyplot as plt
+
     try:
-        with replacing(out) as file:
+        with replacing(path) as file:
             fig.savefig(file, format="png")
     finally:
         plt.close(fig)
-    return out

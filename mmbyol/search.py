@@ -41,7 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .augment import Augmentation, augmentation_class, augmentation_names
-from .checkpoint import atomic_write_text, folder_for_run, refuse_a_folder_of_files, replacing
+from .checkpoint import atomic_write_text, folder_for_run, refuse_a_folder_of_files
 from .config import data_source, describe_data, load_config, to_container
 from .data import build_dataset
 from .errors import ConfigError, TrainingDiverged
@@ -801,6 +801,8 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plot import save_png
+
     rows = sorted((r for r in report["trials"] if r["value"] is not None), key=lambda r: r["trial"])
     fig, ax = plt.subplots(figsize=(7, 4.6), dpi=120)
     done = [r for r in rows if r["state"] == "complete"]
@@ -830,8 +832,4 @@ def plot_search(report: dict[str, Any], path: Path) -> None:
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3)  # below: never over a point
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    try:
-        with replacing(path) as file:  # several processes may write the report
-            fig.savefig(file, format="png")
-    finally:
-        plt.close(fig)
+    save_png(fig, path)  # several processes may write the report
