@@ -113,11 +113,13 @@ def full_step_rate(t: Training, steps: int, warmup: int) -> float:
 
 
 def made_views(t: Training, count: int) -> list:
-    """``count`` pairs of views made beforehand on the device, as the loop would make them."""
+    """``count`` pairs of views (with their local views, if any) made beforehand on the device, as
+    the loop would make them."""
     pairs = []
     with torch.no_grad():
         for inputs, _labels, _skipped in itertools.islice(batches(t), count):
-            pairs.append(t.views(*prepare_views(t.modality, inputs, t.device, t.info), t.generator))
+            x1, x2 = prepare_views(t.modality, inputs, t.device, t.info)
+            pairs.append((*t.views(x1, x2, t.generator), t.views.make_local(x1, t.generator)))
     return pairs
 
 
@@ -125,9 +127,10 @@ def bare_model_step(t: Training):
     """The model step on a pair of views, at the schedule's lr and τ of the steps counted so far."""
     counter = itertools.count()
 
-    def step(pair):
+    def step(views):
+        view1, view2, local_views = views
         k = next(counter)
-        model_step(t.model, t.optimizer, *pair, t.lr(k), t.tau(k), t.autocast)
+        model_step(t.model, t.optimizer, view1, view2, t.lr(k), t.tau(k), t.autocast, local_views=local_views)
 
     return step
 

@@ -208,15 +208,24 @@ class Compose(nn.Module):
 class ViewPair(nn.Module):
     """The two augmentation pipelines of BYOL; asymmetric when the two lists differ.
     ``view1, view2 = views(x1, x2, generator)``: view 1 is made from ``x1`` and view 2 from
-    ``x2``, the same prepared batch unless the data set gives each view an input of its own."""
+    ``x2``, the same prepared batch unless the data set gives each view an input of its own.
+    ``views.make_local(x1, generator)``: the ``local_count`` local views of multi-crop, each
+    made from ``x1`` by the ``local`` pipeline (an empty list when there are none)."""
 
-    def __init__(self, view1: Compose, view2: Compose):
+    def __init__(self, view1: Compose, view2: Compose, local: Compose | None = None, local_count: int = 0):
         super().__init__()
+        if local_count < 0:
+            raise ValueError(f"the number of local views cannot be negative, got {local_count}")
         self.view1 = view1
         self.view2 = view2
+        self.local = local if local is not None else Compose([])
+        self.local_count = local_count
 
     def forward(self, x1: Batch, x2: Batch, generator: torch.Generator) -> tuple[Batch, Batch]:
         return self.view1(x1, generator), self.view2(x2, generator)
+
+    def make_local(self, x1: Batch, generator: torch.Generator) -> list[Batch]:
+        return [self.local(x1, generator) for _ in range(self.local_count)]
 
 
 def modality_axes(modality: str) -> Mapping[str, int] | None:
@@ -284,11 +293,14 @@ def build_augmentation(modality: str, spec: Mapping[str, Any], where: str = "aug
     return augmentation
 
 
-def build_views(modality: str, view1: Sequence[Mapping[str, Any]], view2: Sequence[Mapping[str, Any]]) -> ViewPair:
-    return ViewPair(
-        Compose([build_augmentation(modality, s, f"augment.view1[{i}]") for i, s in enumerate(view1)]),
-        Compose([build_augmentation(modality, s, f"augment.view2[{i}]") for i, s in enumerate(view2)]),
-    )
+def build_views(modality: str, view1: Sequence[Mapping[str, Any]], view2: Sequence[Mapping[str, Any]],
+                local: Sequence[Mapping[str, Any]] = (), local_views: int = 0) -> ViewPair:
+    """The view pair of ``augment.view1`` and ``augment.view2``, and ``local_views`` local views
+    through ``augment.local`` (multi-crop; none by default)."""
+    def pipeline(specs: Sequence[Mapping[str, Any]], where: str) -> Compose:
+        return Compose([build_augmentation(modality, s, f"augment.{where}[{i}]") for i, s in enumerate(specs)])
+
+    return ViewPair(pipeline(view1, "view1"), pipeline(view2, "view2"), pipeline(local, "local"), local_views)
 
 
 def check_kwargs(fn: Any, kwargs: Mapping[str, Any], what: str) -> None:

@@ -17,7 +17,11 @@ from .losses import byol_loss, info_nce_loss
 
 class BYOL(nn.Module):
     """``loss = model(view1, view2)``: the symmetric loss, its two terms summed (BYOL §3.2,
-    eq. 2) and each averaged over the batch; ``model.update_target(tau)`` after each step."""
+    eq. 2) and each averaged over the batch; ``model.update_target(tau)`` after each step.
+
+    ``model(view1, view2, local_views=[v, ...])`` adds multi-crop (Caron et al. 2020, as
+    solo-learn's BYOL has it): each local view is seen by the online network only, and its
+    prediction is compared with both global views' targets, two more terms per local view."""
 
     def __init__(self, encoder: nn.Module, feature_dim: int, hidden_dim: int = 4096, projection_dim: int = 256):
         super().__init__()
@@ -35,7 +39,7 @@ class BYOL(nn.Module):
     def target_parameters(self) -> list[nn.Parameter]:
         return [*self.target_encoder.parameters(), *self.target_projector.parameters()]
 
-    def forward(self, view1, view2, labels=None, return_outputs: bool = False):
+    def forward(self, view1, view2, labels=None, return_outputs: bool = False, local_views=()):
         """``labels`` is accepted for a common interface and unused: BYOL is self-supervised."""
         h1, h2 = self.online_encoder(view1), self.online_encoder(view2)
         z1, z2 = self.online_projector(h1), self.online_projector(h2)
@@ -46,6 +50,9 @@ class BYOL(nn.Module):
             t1 = self.target_projector(self.target_encoder(view1))
             t2 = self.target_projector(self.target_encoder(view2))
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+        for local in local_views:
+            p = self.predictor(self.online_projector(self.online_encoder(local)))
+            loss = loss + byol_loss(p, t1) + byol_loss(p, t2)
         if return_outputs:
             return loss, {"h": h1.detach(), "z": z1.detach()}
         return loss

@@ -78,6 +78,8 @@ class DataConfig:
 class AugmentConfig:
     view1: list[dict[str, Any]] = field(default_factory=list)
     view2: list[dict[str, Any]] = field(default_factory=list)
+    local_views: int = 0  # multi-crop: this many more views, made from view 1's input by `local`
+    local: list[dict[str, Any]] = field(default_factory=list)
 
 
 L2_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the linear probe's L2 strengths by default
@@ -362,7 +364,7 @@ NUMBER_RANGES = (
     (("optim.lr", "model.temperature", "eval.knn_temperature", "search.minutes"),
      "more than 0", lambda v: not v > 0),
     (("optim.weight_decay", "optim.warmup_epochs", "optim.trust_coefficient", "data.num_workers",
-      "trainer.monitor_every", "trainer.monitor_items", "search.finalists", "search.margin"),
+      "trainer.monitor_every", "trainer.monitor_items", "search.finalists", "search.margin", "augment.local_views"),
      "0 or more", lambda v: v < 0),
 )
 
@@ -398,6 +400,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("optim.predictor_lr_scale", "optim.encoder_lr_scale"):
         if not OmegaConf.select(cfg, key) > 0:
             raise ConfigError(f"{key} must be more than 0, got {OmegaConf.select(cfg, key)}: it multiplies optim.lr.")
+    if cfg.augment.local_views and cfg.objective != "byol":
+        raise ConfigError(f"augment.local_views={cfg.augment.local_views} is multi-crop for objective=byol, not "
+                          f"objective={cfg.objective}: add augment.local_views=0.")
+    if cfg.augment.local_views and not cfg.augment.local:
+        raise ConfigError(f"augment.local_views={cfg.augment.local_views} needs augment.local, the local views' "
+                          f"augmentations, e.g. 'augment.local=[{{name: crop_resize, scale: [0.2, 0.5], size: 0.5}}]'.")
     unknown = [name for name in cfg.trainer.loggers if not isinstance(name, str) or name not in LOGGERS]
     if unknown:
         raise ConfigError(f"trainer.loggers: unknown logger {unknown[0]!r}. Choose from: {', '.join(LOGGERS)}, "

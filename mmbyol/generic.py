@@ -166,25 +166,33 @@ class CropResize(AxisAugmentation):
     """A window of ``scale`` ~ U(low, high) of the axis, at a random place, stretched back to the
     axis' length (linear interpolation): a random crop and a change of scale in one. By default
     along every axis but the channels, each with its own draw (an image's height and width, a
-    spectrogram's frequency and time, a series' time)."""
+    spectrogram's frequency and time, a series' time). ``size`` below 1 resamples the window to
+    that fraction of the axis' length instead: the short local views of multi-crop
+    (``augment.local``), which cost less to encode."""
 
     default_axes = "all"
     search_space = {"scale": Interval(0.1, 1.0), "p": Float(0.0, 1.0)}
 
-    def __init__(self, scale: tuple[float, float] = (0.5, 1.0), axis: str | None = None, p: float = 1.0):
+    def __init__(self, scale: tuple[float, float] = (0.5, 1.0), size: float = 1.0, axis: str | None = None,
+                 p: float = 1.0):
         super().__init__(axis, p)
         if not 0 < scale[0] <= scale[1] <= 1:
             raise ValueError(f"scale must be [low, high] with 0 < low <= high <= 1, got {scale}")
-        self.scale = tuple(scale)
+        if not 0 < size <= 1:
+            raise ValueError(f"size is the output's length as a fraction of the axis', in (0, 1], got {size}")
+        if size < 1 and p < 1:
+            raise ValueError(f"size={size} shortens every row of the batch, so every row must be cropped: p=1, not {p}")
+        self.scale, self.size = tuple(scale), float(size)
 
     def along(self, x: torch.Tensor, dim: int, generator: torch.Generator) -> torch.Tensor:
         n, size = x.shape[0], x.shape[dim]
         length = uniform(n, *self.scale, generator, x.device)
         start = torch.rand(n, generator=generator, device=x.device) * (1 - length)
-        return sample_along(x, dim, window_positions(start, length, size, size))
+        return sample_along(x, dim, window_positions(start, length, size, max(1, round(self.size * size))))
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, axis={self.axis}, p={self.p}"
+        size = f", size={self.size}" if self.size < 1 else ""
+        return f"scale={self.scale}{size}, axis={self.axis}, p={self.p}"
 
 
 @register_augmentation(GENERIC, "memory_mixup")

@@ -662,6 +662,9 @@ def best_config(cfg: DictConfig, recipe: dict[str, Any]) -> dict[str, Any]:
         if changed is not _SAME:
             out[section] = changed
     out["augment"] = {"view1": recipe["view1"], "view2": recipe["view2"]}
+    for key in ("local_views", "local"):  # multi-crop is not searched: kept as configured
+        if found["augment"][key] != defaults["augment"][key]:
+            out["augment"][key] = found["augment"][key]
     return out
 
 

@@ -113,7 +113,8 @@ def build_training(cfg: DictConfig, device: torch.device, dataset: DataSet, info
     if modality.channels_last:  # faster convolutions on CUDA and on CPU (oneDNN) alike
         model = model.to(memory_format=torch.channels_last)
     augment = to_container(cfg.augment)
-    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
+    views = build_views(cfg.modality, augment["view1"], augment["view2"], augment["local"],
+                        augment["local_views"]).to(device)
     optim = cfg.optim
     optimizer = build_optimizer(optim.name, model, base_lr, optim.weight_decay, optim.momentum,
                                 optim.trust_coefficient, optim.predictor_lr_scale, optim.trust_clip,
@@ -139,13 +140,15 @@ def build_training(cfg: DictConfig, device: torch.device, dataset: DataSet, info
 
 
 def model_step(model: nn.Module, optimizer: torch.optim.Optimizer, view1, view2, lr: float, tau: float, autocast,
-               labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The step on two augmented views: the loss, the optimizer step at ``lr``, the target update
-    at ``tau`` (``labels`` only for ``objective=supervised``)."""
+               labels: torch.Tensor | None = None,
+               local_views: Sequence = ()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The step on two augmented views (and any local ones): the loss, the optimizer step at
+    ``lr``, the target update at ``tau`` (``labels`` only for ``objective=supervised``)."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)
+    local = {"local_views": local_views} if local_views else {}  # only BYOL takes them
     with autocast():
-        loss, outputs = model(view1, view2, labels=labels, return_outputs=True)
+        loss, outputs = model(view1, view2, labels=labels, return_outputs=True, **local)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -154,9 +157,11 @@ def model_step(model: nn.Module, optimizer: torch.optim.Optimizer, view1, view2,
 
 
 def train_step(t: Training, x1, x2, lr: float, tau: float, labels: torch.Tensor | None = None):
-    """One training step from the views' prepared inputs: the two augmented views, then :func:`model_step`."""
+    """One training step from the views' prepared inputs: the two augmented views and the local
+    ones (``augment.local_views``, from ``x1``), then :func:`model_step`."""
     view1, view2 = t.views(x1, x2, t.generator)
-    return model_step(t.model, t.optimizer, view1, view2, lr, tau, t.autocast, labels)
+    local_views = t.views.make_local(x1, t.generator)
+    return model_step(t.model, t.optimizer, view1, view2, lr, tau, t.autocast, labels, local_views)
 
 
 # -------------------------------------------------------------------------------- set-up

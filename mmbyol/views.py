@@ -1,8 +1,10 @@
 """``mmbyol views``: a batch as evaluation reads it, and the two views training makes of it, as a
-picture whose rows are labelled (``original``, ``view 1``, ``view 2``)."""
+picture whose rows are labelled (``original``, ``view 1``, ``view 2``); with multi-crop, a second
+picture of the first two local views beside it."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,10 +17,10 @@ from .augment import build_views
 from .config import to_container
 from .data import build_dataset, collate_items, evenly_spaced, prepare_views
 from .errors import ConfigError
-from .modalities.base import get_modality
+from .modalities.base import ROW_LABELS, get_modality
 from .runtime import resolve_device
 
-ROW_LABELS = ("original", "view 1", "view 2")
+LOCAL_LABELS = ("original", "local view 1", "local view 2")
 log = logging.getLogger(__name__)
 
 
@@ -46,28 +48,57 @@ def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
         dataset.set_epoch(0)
         trained, _ = read()
     augment = to_container(cfg.augment)
-    views = build_views(cfg.modality, augment["view1"], augment["view2"]).to(device)
+    views = build_views(cfg.modality, augment["view1"], augment["view2"], augment["local"],
+                        augment["local_views"]).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     with torch.no_grad():
         view1, view2 = views(*trained, generator)
+        local = views.make_local(trained[0], generator)  # after the pair, as in a training step
     out = Path(out or modality.views_file)
     out.parent.mkdir(parents=True, exist_ok=True)
+    render(cfg, modality, (evaluated[0], view1, view2), out, dataset.info, ROW_LABELS)
+    if local:
+        local_out = local_views_file(out)
+        render(cfg, modality, (evaluated[0], local[0], local[min(1, len(local) - 1)]), local_out, dataset.info,
+               LOCAL_LABELS)
+        log.info("%d local views a step (augment.local_views); the first two are drawn in %s",
+                 len(local), local_out)
+    return out
+
+
+def local_views_file(out: Path) -> Path:
+    """Where the local views' picture goes, beside the views': ``views.local.png``."""
+    return out.with_name(f"{out.stem}.local{out.suffix}")
+
+
+def render(cfg: DictConfig, modality, rows: tuple, out: Path, info: dict, labels: Sequence[str]) -> None:
+    """``modality.render_views`` on ``rows``, naming them ``labels`` where it takes a ``labels``
+    argument (a plugin's may not: its rows keep their own names, and the log says what they are)."""
+    takes_labels = "labels" in inspect.signature(modality.render_views).parameters
     try:
-        modality.render_views(evaluated[0], view1, view2, out, dataset.info)
+        if takes_labels:
+            modality.render_views(*rows, out, info, labels=labels)
+        else:
+            modality.render_views(*rows, out, info)
+            if tuple(labels) != ROW_LABELS:
+                log.info("%s: its rows are %s", out, ", ".join(labels))
     except ValueError as error:  # Pillow's and matplotlib's word for a file type they cannot write
         if out.suffix and out.suffix.lstrip(".").lower() in str(error).lower():
             raise ConfigError(f"out={out}: {cfg.modality} views are written as {Path(modality.views_file).suffix} "
                               f"files (or another type the writer knows), not {out.suffix} ({error}).") from None
         raise
-    return out
 
 
 def save_labelled_grid(rows: Sequence[torch.Tensor], path: Path, labels: Sequence[str] = ROW_LABELS,
                        padding: int = 4) -> None:
     """Rows of images ``(n, C, H, W)`` in [0, 1], one row each, with each row's label written on
-    its left: ``torchvision.utils.make_grid`` and Pillow's own font."""
+    its left: ``torchvision.utils.make_grid`` and Pillow's own font. A row of smaller images (local
+    views) is enlarged to the first row's size."""
+    import torch.nn.functional as F
     from torchvision.utils import make_grid  # here: torchvision is a second's import other modalities skip
 
+    size = rows[0].shape[-2:]
+    rows = [x if x.shape[-2:] == size else F.interpolate(x.float(), size=tuple(size), mode="nearest") for x in rows]
     n = len(rows[0])
     grid = make_grid(torch.cat(list(rows)).float().cpu().clamp(0, 1), nrow=n, padding=padding, pad_value=1.0)
     picture = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())

@@ -48,6 +48,28 @@ def test_loss_sums_the_two_terms():
     assert torch.allclose(model(v1, v2), byol_loss(p1, t2) + byol_loss(p2, t1), atol=1e-6)
 
 
+def test_each_local_view_adds_its_predictions_against_both_targets():
+    from mmbyol.losses import byol_loss
+
+    model = make()
+    v1, v2, locals_ = torch.randn(8, 4), torch.randn(8, 4), [torch.randn(8, 4), torch.randn(8, 4)]
+    t1 = model.target_projector(model.target_encoder(v1))
+    t2 = model.target_projector(model.target_encoder(v2))
+    expected = model(v1, v2)
+    for local in locals_:
+        p = model.predictor(model.online_projector(model.online_encoder(local)))
+        expected = expected + byol_loss(p, t1) + byol_loss(p, t2)
+    assert torch.allclose(model(v1, v2, local_views=locals_), expected, atol=1e-6)
+    assert torch.equal(model(v1, v2, local_views=[]), model(v1, v2))
+    # the local views pass through the online network only: the target's statistics never see them
+    before = copy.deepcopy(model.target_encoder.state_dict())
+    model(v1, v2, local_views=[torch.randn(8, 4) * 100])
+    after = model.target_encoder.state_dict()
+    model.target_encoder.load_state_dict(before)
+    model(v1, v2)
+    assert all(torch.equal(after[k], model.target_encoder.state_dict()[k]) for k in after)
+
+
 def test_target_never_receives_a_gradient():
     model = make()
     model(torch.randn(8, 4), torch.randn(8, 4)).backward()

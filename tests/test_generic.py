@@ -94,6 +94,23 @@ def test_crop_resize_of_the_whole_axis_is_the_identity_and_a_crop_stretches_a_wi
     assert (out[..., 0] >= 0).all() and (out[..., -1] <= 39).all()
 
 
+def test_crop_resize_with_a_size_below_one_returns_a_shorter_window():
+    ramp = torch.arange(40.0).expand(6, 3, 40).contiguous()
+    out = build("crop_resize", scale=[0.5, 0.5], size=0.5)(ramp, torch.Generator().manual_seed(0))
+    assert out.shape == (6, 3, 20)
+    steps = out[..., 1:-1].diff(dim=-1)
+    assert torch.allclose(steps, torch.ones_like(steps), atol=1e-4)  # half the axis at half the length: no stretch
+    # the same draws as at full size: the window's start is the same
+    full = build("crop_resize", scale=[0.5, 0.5])(ramp, torch.Generator().manual_seed(0))
+    assert torch.allclose(out[..., 0], full[..., 0], atol=0.5)
+    image = torch.rand(2, 3, 12, 12)
+    assert build("crop_resize", "image", scale=[0.3, 0.6], size=0.5)(image, torch.Generator()).shape == (2, 3, 6, 6)
+    with pytest.raises(ConfigError, match="p=1"):
+        build("crop_resize", size=0.5, p=0.5)
+    with pytest.raises(ConfigError, match="size"):
+        build("crop_resize", size=1.5)
+
+
 def test_crop_resize_crops_every_axis_but_the_channels_unless_told_which():
     ramp = torch.arange(12.0)
     image = (ramp.view(1, 1, 12, 1) * 100 + ramp.view(1, 1, 1, 12)).expand(4, 3, 12, 12).contiguous()

@@ -98,6 +98,11 @@ def test_best_yaml_trains_the_recipe_it_was_found_with(tmp_path):
     assert loaded == with_recipe(cfg, recipe)
     written = yaml.safe_load(path.read_text())
     assert written["data"] == {"name": "spoken-digits", "label": "voice", "snr_db": None} and "search" not in written
+    assert set(written["augment"]) == {"view1", "view2"}  # the local views, not searched, are the defaults'
+    # local views the search trained with but the defaults lack are written, so best.yaml trains them too
+    local = load_config(["modality=audio", "augment.local_views=2", "augment.local=[{name: crop_resize, size: 0.5}]"])
+    path.write_text(yaml.safe_dump(best_config(local, recipe)))
+    assert load_config([f"config={path}"]) == with_recipe(local, recipe)
 
 
 def test_best_yaml_names_the_data_it_was_searched_on_even_the_default_set(tmp_path):

@@ -17,6 +17,8 @@ from ..augment import check_kwargs
 from ..errors import ConfigError, DataError
 from ..registry import ENCODERS, MODALITIES
 
+ROW_LABELS = ("original", "view 1", "view 2")  # what render_views names its three rows by default
+
 
 @dataclass(frozen=True)
 class Modality:
@@ -30,7 +32,8 @@ class Modality:
       encoder's ``metadata["info"]``);
     - ``render_views(original, view1, view2, path, info)``: a picture (or text) of view pairs, the
       prepared batch and its two views, written to ``path`` (``mmbyol views``; default file name
-      ``views_file``);
+      ``views_file``). A ``labels`` keyword, if it takes one, names the three rows (``ROW_LABELS``
+      by default; ``mmbyol views`` draws multi-crop's local views with it, which may be shorter);
     - ``axes``: the named axes of the prepared batch, dim by name (``{"channel": 1, "time": 2}``),
       for a batch that is one float tensor; the generic augmentations (``mmbyol.generic``) are
       offered to such a modality and find the axis they act on by name. ``None`` (a batch of

@@ -518,6 +518,51 @@ def test_train_eval_and_views_through_the_cli(ucr_root, tmp_path):
     assert refused.returncode == 2 and "written as .png files" in refused.stderr and "Traceback" not in refused.stderr
 
 
+LOCAL = ["augment.local_views=2", "augment.local=[{name: crop_resize, scale: [0.2, 0.5], size: 0.5}, "
+         "{name: memory_mixup, ratio: 0.2, memory_size: 64, p: 0.5}]"]
+
+
+def test_multi_crop_trains_resumes_exactly_and_shows_its_local_views(ucr_root, tmp_path, monkeypatch):
+    from mmbyol.checkpoint import load_checkpoint
+    from mmbyol.train import train
+    from mmbyol.views import show_views
+
+    from ..conftest import train_interrupted
+
+    data = [f"data.root={ucr_root}", "data.set=Tiny", *LOCAL]
+    straight = train(load_config([*TS_TINY, *data, f"run.dir={tmp_path / 'straight'}"]))
+    train_interrupted(load_config([*TS_TINY, *data, f"run.dir={tmp_path / 'resumed'}"]), 3, monkeypatch)
+    train(load_config([*TS_TINY, *data, f"run.dir={tmp_path / 'resumed'}", "resume=auto"]))
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert b["step"] == 6 and torch.equal(a["rng"]["augment"], b["rng"]["augment"])
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    memory = [key for key in a["views"] if key.startswith("local.") and key.endswith("memory")]
+    assert memory and torch.equal(a["views"][memory[0]], b["views"][memory[0]])  # the local pipeline's state
+    # without the local views the same seed trains to other weights
+    plain = train(load_config([*TS_TINY, *data, f"run.dir={tmp_path / 'plain'}", "augment.local_views=0"]))
+    c = load_checkpoint(plain / "checkpoints" / "last.pt")
+    first = next(key for key in a["model"] if key.startswith("online_encoder.") and key.endswith("weight"))
+    assert not torch.equal(a["model"][first], c["model"][first])
+
+    out = show_views(load_config(["modality=timeseries", *data, "device=cpu"]), tmp_path / "views.png", n=4)
+    assert out == tmp_path / "views.png" and (tmp_path / "views.local.png").stat().st_size > 10_000
+    show_views(load_config(["modality=timeseries", *data[:2], "device=cpu", "augment.local_views=0"]),
+               tmp_path / "plain" / "views.png", n=4)
+    assert not (tmp_path / "plain" / "views.local.png").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["augment.local_views=2", "augment.local=[]"], "needs augment.local"),
+    (["augment.local_views=2", "objective=infonce", *LOCAL[1:]], "objective=byol"),
+    (["augment.local_views=-1"], "augment.local_views must be 0 or more"),
+])
+def test_local_views_that_cannot_train_are_refused_with_what_to_do(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(["modality=timeseries", *overrides])
+
+
 @pytest.mark.slow
 def test_windows_of_long_recordings_train_and_evaluate_through_the_cli(tmp_path):
     for split, n, seed in (("train", 8, 0), ("test", 4, 1)):

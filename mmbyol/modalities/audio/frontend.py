@@ -3,6 +3,7 @@ spectrograms ``(B, 1, n_mels, frames)``, and their picture for ``mmbyol views``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from ...errors import DataError
 from ...views import save_labelled_grid
+from ..base import ROW_LABELS
 
 LOG_EPS = torch.finfo(torch.float32).eps  # BYOL-A's floor under the mel power before the log
 NO_STATISTICS = ("Audio batches are normalized with the training set's statistics; pass the info of the training "
@@ -83,12 +85,12 @@ def prepare_audio(waves: torch.Tensor, device: torch.device, info: dict) -> torc
 
 
 def save_spectrograms(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
-                      info: dict | None = None) -> None:
-    """Rows, labelled: original / view 1 / view 2 spectrograms (low frequencies at the bottom),
-    each scaled to its own range, enlarged 3× so the picture is legible."""
+                      info: dict | None = None, labels: Sequence[str] = ROW_LABELS) -> None:
+    """Rows, labelled: original / view 1 / view 2 spectrograms (or ``labels``; low frequencies at
+    the bottom), each scaled to its own range, enlarged 3× so the picture is legible."""
     rows = []
     for x in (original, view1, view2):
         x = x.float().cpu().flip(-2)
         low, high = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
         rows.append(F.interpolate((x - low) / (high - low).clamp_min(1e-6), scale_factor=3, mode="nearest"))
-    save_labelled_grid(rows, path, padding=6)
+    save_labelled_grid(rows, path, labels, padding=6)

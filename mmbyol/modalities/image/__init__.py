@@ -4,6 +4,7 @@ data sets. A data set item is a uint8 tensor ``(C, H, W)``; ``prepare`` makes a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -12,7 +13,7 @@ from torch import nn
 
 from ...registry import register_modality
 from ...views import save_labelled_grid
-from ..base import Modality
+from ..base import ROW_LABELS, Modality
 from . import augment, data, encoders  # noqa: F401  (each registers its parts)
 from .data import ImageDataConfig
 
@@ -39,12 +40,13 @@ class ImageFrontEnd(nn.Module):
 
 
 def save_view_grid(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
-                   info: dict | None = None) -> None:
-    """Rows, labelled: originals, view 1, view 2; small images are enlarged so the picture is legible."""
+                   info: dict | None = None, labels: Sequence[str] = ROW_LABELS) -> None:
+    """Rows, labelled: originals, view 1, view 2 (or ``labels``); small images are enlarged so the
+    picture is legible."""
     rows = [x.float().cpu().clamp(0, 1) for x in (original, view1, view2)]
     if rows[0].shape[-1] < 96:
         rows = [F.interpolate(x, scale_factor=96 // x.shape[-1], mode="nearest") for x in rows]
-    save_labelled_grid(rows, path)
+    save_labelled_grid(rows, path, labels)
 
 
 register_modality(Modality(

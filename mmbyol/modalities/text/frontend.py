@@ -3,12 +3,14 @@ the mapping described in the package's docstring."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..base import ROW_LABELS
 from .tokenizer import run_tokenizer
 
 
@@ -57,15 +59,19 @@ def decode(batch: dict[str, Any], info: dict[str, Any]) -> list[str]:
             for ids, row in zip(batch["input_ids"].tolist(), keep)]
 
 
-def write_text_views(original: dict, view1: dict, view2: dict, path: Path, info: dict[str, Any]) -> None:
-    """Each example as original / view 1 / view 2 decoded back to text, printed and written to ``path``."""
+def write_text_views(original: dict, view1: dict, view2: dict, path: Path, info: dict[str, Any],
+                     labels: Sequence[str] = ROW_LABELS) -> None:
+    """Each example as original / view 1 / view 2 (or ``labels``) decoded back to text, printed and
+    written to ``path``."""
     blocks = []
+    width = max(len(label) for label in labels) + 1
+    names = [f"{label}:".ljust(width) for label in labels]
     dropout1, dropout2 = view1["dropout"].tolist(), view2["dropout"].tolist()
     for i, (text, one, two) in enumerate(zip(decode(original, info), decode(view1, info), decode(view2, info))):
         blocks.append(
-            f"[{i}] original: {text}\n    view 1:   {one}"
+            f"[{i}] {names[0]} {text}\n    {names[1]} {one}"
             + (f"   (dropout {dropout1[i]:g})" if dropout1[i] else "")
-            + f"\n    view 2:   {two}"
+            + f"\n    {names[2]} {two}"
             + (f"   (dropout {dropout2[i]:g})" if dropout2[i] else "")
         )
     report = "\n".join(blocks) + "\n"

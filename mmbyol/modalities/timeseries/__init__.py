@@ -8,6 +8,7 @@ run's ``info``. docs/timeseries.md has the defaults and why.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 from ...errors import InputShapeError
 from ...registry import register_modality
-from ..base import Modality
+from ..base import ROW_LABELS, Modality
 from . import data, encoders  # noqa: F401  (each registers its parts)
 from .data import TimeSeriesDataConfig, resample
 
@@ -63,9 +64,10 @@ def prepare_series(batch: torch.Tensor, device: torch.device, info: dict) -> tor
 
 
 def save_lines(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor, path: Path,
-               info: dict | None = None, channels: int = 3) -> None:
-    """A grid of line plots: a column per item, rows original / view 1 / view 2, the first
-    ``channels`` channels of each drawn as lines on one shared scale per item."""
+               info: dict | None = None, channels: int = 3, labels: Sequence[str] = ROW_LABELS) -> None:
+    """A grid of line plots: a column per item, rows original / view 1 / view 2 (or ``labels``),
+    the first ``channels`` channels of each drawn as lines on one shared scale per item (a shorter
+    local view spans less of the time axis)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +76,7 @@ def save_lines(original: torch.Tensor, view1: torch.Tensor, view2: torch.Tensor,
     rows = [x.float().cpu() for x in (original, view1, view2)]
     n = len(rows[0])
     figure, axes = plt.subplots(3, n, figsize=(2.2 * n + 0.6, 5.4), squeeze=False, sharex="col", sharey="col")
-    for row, (label, x) in enumerate(zip(("original", "view 1", "view 2"), rows)):
+    for row, (label, x) in enumerate(zip(labels, rows)):
         for item in range(n):
             ax = axes[row][item]
             for channel in range(min(channels, x.shape[1])):
