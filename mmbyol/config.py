@@ -400,9 +400,6 @@ def validate(cfg: DictConfig) -> None:
     for key in ("optim.predictor_lr_scale", "optim.encoder_lr_scale"):
         if not OmegaConf.select(cfg, key) > 0:
             raise ConfigError(f"{key} must be more than 0, got {OmegaConf.select(cfg, key)}: it multiplies optim.lr.")
-    if cfg.augment.local_views and cfg.objective != "byol":
-        raise ConfigError(f"augment.local_views={cfg.augment.local_views} is multi-crop for objective=byol, not "
-                          f"objective={cfg.objective}: add augment.local_views=0.")
     if cfg.augment.local_views and not cfg.augment.local:
         raise ConfigError(f"augment.local_views={cfg.augment.local_views} needs augment.local, the local views' "
                           f"augmentations, e.g. 'augment.local=[{{name: crop_resize, scale: [0.2, 0.5], size: 0.5}}]'.")

@@ -113,8 +113,11 @@ def build_training(cfg: DictConfig, device: torch.device, dataset: DataSet, info
     if modality.channels_last:  # faster convolutions on CUDA and on CPU (oneDNN) alike
         model = model.to(memory_format=torch.channels_last)
     augment = to_container(cfg.augment)
-    views = build_views(cfg.modality, augment["view1"], augment["view2"], augment["local"],
-                        augment["local_views"]).to(device)
+    local_views = augment["local_views"] if cfg.objective == "byol" else 0
+    if augment["local_views"] and not local_views and ranks.rank == 0:
+        log.info("objective=%s trains on the two views: augment.local_views, BYOL's multi-crop, is left out",
+                 cfg.objective)
+    views = build_views(cfg.modality, augment["view1"], augment["view2"], augment["local"], local_views).to(device)
     optim = cfg.optim
     optimizer = build_optimizer(optim.name, model, base_lr, optim.weight_decay, optim.momentum,
                                 optim.trust_coefficient, optim.predictor_lr_scale, optim.trust_clip,

@@ -555,12 +555,20 @@ def test_multi_crop_trains_resumes_exactly_and_shows_its_local_views(ucr_root, t
 
 @pytest.mark.parametrize("overrides, message", [
     (["augment.local_views=2", "augment.local=[]"], "needs augment.local"),
-    (["augment.local_views=2", "objective=infonce", *LOCAL[1:]], "objective=byol"),
     (["augment.local_views=-1"], "augment.local_views must be 0 or more"),
 ])
 def test_local_views_that_cannot_train_are_refused_with_what_to_do(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(["modality=timeseries", *overrides])
+
+
+def test_the_supervised_upper_bound_trains_on_the_two_views_alone(ucr_root, tmp_path, caplog):
+    from mmbyol.train import train
+
+    data = [f"data.root={ucr_root}", "data.set=Tiny", *LOCAL, "trainer.max_steps=2", "objective=supervised"]
+    with caplog.at_level("INFO", logger="mmbyol"):
+        train(load_config([*TS_TINY, *data, f"run.dir={tmp_path / 'run'}"]))
+    assert "augment.local_views, BYOL's multi-crop, is left out" in caplog.text
 
 
 @pytest.mark.slow
