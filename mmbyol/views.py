@@ -54,15 +54,18 @@ def show_views(cfg: DictConfig, out: Path | None = None, n: int = 8) -> Path:
     with torch.no_grad():
         view1, view2 = views(*trained, generator)
         local = views.make_local(trained[0], generator)  # after the pair, as in a training step
+        if len(local) == 1:  # the picture has two rows for them: a second draw of the one local view
+            local.append(views.local(trained[0], generator))
     out = Path(out or modality.views_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     render(cfg, modality, (evaluated[0], view1, view2), out, dataset.info, ROW_LABELS)
     if local:
         local_out = local_views_file(out)
-        render(cfg, modality, (evaluated[0], local[0], local[min(1, len(local) - 1)]), local_out, dataset.info,
-               LOCAL_LABELS)
-        log.info("%d local views a step (augment.local_views); the first two are drawn in %s",
-                 len(local), local_out)
+        one = views.local_count == 1
+        render(cfg, modality, (evaluated[0], local[0], local[1]), local_out, dataset.info,
+               ("original", "local view", "another draw") if one else LOCAL_LABELS)
+        log.info("%d local view%s a step (augment.local_views); drawn in %s", views.local_count,
+                 "" if one else "s", local_out)
     return out
 
 

@@ -25,6 +25,13 @@ def test_one_channel_rows_are_pictured_too(tmp_path):
         assert image.height == 3 * 28 + 4 * 4 and image.width > 2 * 28 + 3 * 4
 
 
+def test_smaller_rows_of_local_views_are_enlarged_to_the_first_rows_size(tmp_path):
+    rows = [torch.rand(2, 1, 28, 28), torch.rand(2, 1, 14, 14), torch.rand(2, 1, 10, 12)]
+    save_labelled_grid(rows, tmp_path / "views.png", ("original", "local view 1", "local view 2"))
+    with Image.open(tmp_path / "views.png") as image:
+        assert image.height == 3 * 28 + 4 * 4 and image.width > 2 * 28 + 3 * 4
+
+
 def test_views_shows_items_spread_through_a_set_stored_class_by_class(tmp_path, monkeypatch, caplog):
     import dataclasses
 

@@ -551,6 +551,9 @@ def test_multi_crop_trains_resumes_exactly_and_shows_its_local_views(ucr_root, t
     show_views(load_config(["modality=timeseries", *data[:2], "device=cpu", "augment.local_views=0"]),
                tmp_path / "plain" / "views.png", n=4)
     assert not (tmp_path / "plain" / "views.local.png").exists()
+    one = tmp_path / "one" / "views.png"
+    show_views(load_config(["modality=timeseries", *data, "device=cpu", "augment.local_views=1"]), one, n=4)
+    assert (one.parent / "views.local.png").stat().st_size > 10_000  # the one local view, drawn twice
 
 
 @pytest.mark.parametrize("overrides, message", [
