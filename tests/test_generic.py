@@ -20,6 +20,14 @@ def build(name, modality="timeseries", **options):
     return build_augmentation(modality, {"name": name, **options})
 
 
+def test_the_time_series_defaults_use_generic_augmentations_only():
+    from mmbyol.config import load_config
+
+    augment = load_config(["modality=timeseries"]).augment
+    used = {spec["name"] for key in ("view1", "view2", "local") for spec in augment[key]}
+    assert used and used <= set(GENERIC_NAMES) and augment.local_views == 2
+
+
 def series(shape=(6, 3, 40), seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
