@@ -325,7 +325,8 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     assert best["modality"] == "image" and best["augment"] == {"view1": recipe["view1"], "view2": recipe["view2"]}
     run = tmp_path / "best-run"
     run_cli("train", f"config={where / 'best.yaml'}", "trainer.max_steps=2", f"run.dir={run}")
-    assert yaml.safe_load((run / "config.yaml").read_text())["augment"] == best["augment"]
+    trained = yaml.safe_load((run / "config.yaml").read_text())["augment"]
+    assert trained == {**best["augment"], "local_views": 0, "local": []}  # image has no local views by default
     for command in ("eval", "plot"):  # the search folder taken for a run: told what to do with it
         mistaken = run_cli(command, str(where), check=False)
         assert mistaken.returncode != 0 and f"mmbyol train config={where / 'best.yaml'}" in mistaken.stderr
