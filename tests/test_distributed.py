@@ -205,13 +205,23 @@ def test_two_processes_train_as_one_with_the_same_global_batch(tmp_path, fashion
         torch.testing.assert_close(state["model"][key], value, rtol=1e-2, atol=1e-3)
 
 
+# multi-crop's local views go through the online network only, as more forward passes of its
+# weights before the one backward; noise of std 0 keeps them the same on every process
+LOCAL_VIEWS = ["augment.local_views=2", "augment.local=[{name: gaussian_noise, std: 0.0}]"]
+
+
 def test_a_run_resumes_on_another_number_of_processes(tmp_path, fashion_mnist, monkeypatch):
-    straight = train(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'straight'}"]))
-    train_interrupted(load_config([*SAME_STEPS, f"run.dir={tmp_path / 'moved'}"]), 3, monkeypatch)
-    result = torchrun(2, "train", *SAME_STEPS, f"run.dir={tmp_path / 'moved'}", "resume=auto")
+    steps = [*SAME_STEPS, *LOCAL_VIEWS]
+    straight = train(load_config([*steps, f"run.dir={tmp_path / 'straight'}"]))
+    train_interrupted(load_config([*steps, f"run.dir={tmp_path / 'moved'}"]), 3, monkeypatch)
+    result = torchrun(2, "train", *steps, f"run.dir={tmp_path / 'moved'}", "resume=auto")
     assert "saved by 1 process(es) and resumes on 2" in result.stderr
     a, b = losses(straight), losses(tmp_path / "moved")
     assert list(b) == [1, 2, 3, 4, 5, 6]  # steps 1-3 from one process, 4-6 from two
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-4), step
     assert load_checkpoint(tmp_path / "moved" / "checkpoints" / "last.pt")["step"] == 6
+    # with both views and the local ones equal to the input, each of the six terms of step 1 is the
+    # pair's: three times the loss of the same step without local views
+    pair = train(load_config([*SAME_STEPS, "trainer.max_steps=1", f"run.dir={tmp_path / 'pair'}"]))
+    assert a[1] == pytest.approx(3 * losses(pair)[1], rel=1e-5)
