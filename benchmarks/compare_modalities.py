@@ -96,9 +96,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {  # seconds: for the test suite, not for figures
         "seeds": (0, 1),
         "batch_sizes": (32, 64),
-        "image": ["data.limit=256", "data.batch_size=64", "trainer.max_steps=4", "model.hidden_dim=64",
-                  "model.projection_dim=32", "optim.warmup_epochs=0", "eval.test_limit=200", "eval.label_draws=1",
-                  "eval.l2_grid=[0.01]", "device=cpu",
+        "image": ["data.limit=256", "data.batch_size=64", "data.image_size=32", "trainer.max_steps=4",
+                  "model.hidden_dim=64", "model.projection_dim=32", "optim.warmup_epochs=0", "eval.test_limit=200",
+                  "eval.label_draws=1", "eval.l2_grid=[0.01]", "device=cpu",
                   "augment.view1=[{name: random_resized_crop}, {name: horizontal_flip}]",
                   "augment.view2=[{name: random_resized_crop}, {name: horizontal_flip}]"],
         "audio": [], "text": [],

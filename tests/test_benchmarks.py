@@ -135,16 +135,16 @@ def test_gpu_check_runs_on_cpu_in_its_smoke_mode_and_records_its_three_checks(tm
 def test_audio_errors_splits_the_eval_figure_by_clip_factor(tmp_path, capsys):
     import audio_errors
 
-    from .conftest import run_cli
+    from .conftest import cli
     from .modalities.test_audio import fake_spoken_digits
 
     fake_spoken_digits(tmp_path / "digits", per_folder=3)
     run_dir = tmp_path / "run"
-    run_cli("train", "modality=audio", f"data.root={tmp_path / 'digits'}", f"run.dir={run_dir}", "data.batch_size=16",
+    cli("train", "modality=audio", f"data.root={tmp_path / 'digits'}", f"run.dir={run_dir}", "data.batch_size=16",
             "trainer.max_steps=2", "trainer.progress=false", "model.hidden_dim=64", "model.projection_dim=32",
             "optim.warmup_epochs=0", "device=cpu", "encoder.d=64")
     grid = "eval.l2_grid=[0.01]"  # the split by factor is under test, not the choice of L2
-    evaluated = run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.label_draws=3", grid)
+    evaluated = cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.label_draws=3", grid)
     evaluation = json.loads(evaluated.stdout.splitlines()[-1])
 
     assert audio_errors.main([str(run_dir), "eval.label_draws=3", grid, "--labels-per-class", "2"]) == 0
@@ -196,12 +196,12 @@ def test_timeseries_summary_gives_each_method_its_margin_over_the_untrained_enco
 def test_raw_series_gives_a_raw_input_encoder_the_items_features(tmp_path):
     import raw_series
 
-    from .conftest import run_cli
+    from .conftest import cli
     from .modalities.test_timeseries import TS_TINY, write_tiny_archive
 
     write_tiny_archive(tmp_path)
     run_dir = tmp_path / "run"
-    run_cli("train", *TS_TINY, f"data.root={tmp_path}", "data.set=Tiny", f"run.dir={run_dir}",
+    cli("train", *TS_TINY, f"data.root={tmp_path}", "data.set=Tiny", f"run.dir={run_dir}",
             "trainer.monitor_every=0")
     results = raw_series.main([str(run_dir)])
     assert results["raw"] == results["items"] and results["items"]["max_abs_diff_from_items"] == 0

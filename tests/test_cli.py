@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, cli, run_cli
 
 
 @pytest.mark.slow
@@ -56,17 +56,6 @@ def test_views_writes_a_picture(tmp_path, fashion_mnist):
         assert image.width > 6 * 28 and image.height > 3 * 28
 
 
-def in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """``mmbyol ARGS`` as ``python -m mmbyol`` runs it (``sys.exit(main(ARGS))``), in this process:
-    its exit status, stdout and stderr. For what needs no process of its own, without a second
-    start of Python and torch."""
-    from mmbyol import cli
-
-    code = cli.main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def test_commands_that_need_no_images_do_not_import_torchvision():
     """torchvision's import takes a second and a half, most of a command's start: only image data
     sets, encoders and view pictures import it."""
@@ -77,13 +66,13 @@ def test_commands_that_need_no_images_do_not_import_torchvision():
     assert result.stdout.splitlines()[-1] == "False"
 
 
-def test_list_and_config_print_the_registered_names_and_the_yaml(capsys):
-    listing = in_process(capsys, "list")[1]
+def test_list_and_config_print_the_registered_names_and_the_yaml():
+    listing = cli("list").stdout
     assert "modality image" in listing and "random_resized_crop" in listing and "fashion-mnist" in listing
     timeseries = listing[listing.index("modality timeseries"):]
     assert "+ generic      amplitude_scale, crop_resize" in timeseries and "time_warp" in timeseries
     assert "presets (preset=NAME): cifar10-resnet18, imagenet-resnet50" in listing
-    yaml = in_process(capsys, "config", "trainer.epochs=3")[1]
+    yaml = cli("config", "trainer.epochs=3").stdout
     assert "epochs: 3" in yaml and "name: small_cnn" in yaml
 
 
@@ -93,10 +82,10 @@ def test_list_and_config_print_the_registered_names_and_the_yaml(capsys):
     (["train", "augment.view1=[{name: cutoot}]"], "Unknown augmentation 'cutoot'"),
     (["eval", "/nonexistent-run"], "not a run directory"),
 ])
-def test_bad_input_is_one_paragraph_not_a_traceback(args, message, capsys):
-    code, _, stderr = in_process(capsys, *args)  # an exception out of main would be the traceback
-    assert code == 2 and message in stderr and "Traceback" not in stderr
-    assert stderr.count("mmbyol: error:") == 1
+def test_bad_input_is_one_paragraph_not_a_traceback(args, message):
+    result = cli(*args, check=False)  # an exception out of main would be the traceback
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.count("mmbyol: error:") == 1
 
 
 @pytest.mark.parametrize("args, usage, missing", [

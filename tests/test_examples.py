@@ -55,11 +55,11 @@ def test_a_fourth_modality_from_a_plugin_package_trains_evaluates_and_shows_its_
     write_csv(tmp_path / "train.csv", 256, seed=0)
     write_csv(tmp_path / "test.csv", 90, seed=1)
     data = ["modality=vectors", f"data.train={tmp_path / 'train.csv'}", f"data.test={tmp_path / 'test.csv'}"]
-    config = run_cli("config", *data, env=env).stdout
-    assert "name: mlp" in config and "feature_mask" in config  # the plugin's own defaults
     run_dir = tmp_path / "run"
     run_cli("train", *data, "trainer.max_steps=12", "trainer.progress=false", "device=cpu", f"run.dir={run_dir}",
             env=env)
+    config = (run_dir / "config.yaml").read_text()
+    assert "name: mlp" in config and "feature_mask" in config  # the plugin's own defaults
     metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]", env=env).stdout.splitlines()[-1])
     assert metrics["n_test"] == 90 and metrics["linear_acc"] > 0.8  # three clusters, well apart
     shown = run_cli("views", *data, "n=2", f"out={tmp_path / 'views.txt'}", env=env).stdout

@@ -13,7 +13,7 @@ from mmbyol.config import load_config
 from mmbyol.monitor import Monitor, monitor_every, noise_note, split_memory
 from mmbyol.train import train
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, cli
 
 
 def config(tmp_path, name, *extra):
@@ -140,7 +140,7 @@ def test_resumed_run_keeps_its_step_zero_reference(tmp_path, fashion_mnist, monk
 
 def test_tensorboard_logger_and_plot(tmp_path, fashion_mnist):
     run_dir = tmp_path / "run"
-    run_cli("train", *TINY, f"run.dir={run_dir}", "trainer.loggers=[jsonl, tensorboard]")
+    cli("train", *TINY, f"run.dir={run_dir}", "trainer.loggers=[jsonl, tensorboard]")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir / "tensorboard"))
@@ -151,12 +151,12 @@ def test_tensorboard_logger_and_plot(tmp_path, fashion_mnist):
     assert losses == pytest.approx([r["loss"] for r in records(run_dir) if "loss" in r])
     assert [e.step for e in events.Scalars("monitor/knn")] == [0, 2, 4, 6]
 
-    out = run_cli("plot", str(run_dir)).stdout.strip()
+    out = cli("plot", str(run_dir)).stdout.strip()
     from PIL import Image
 
     assert out == str(run_dir / "curves.png") and Image.open(out).size[0] > 500
     from mmbyol.plot import plot_run
 
     assert plot_run(run_dir, tmp_path / "figures" / "curves.png").exists()  # a folder not yet there is made
-    bad = run_cli("train", *TINY, f"run.dir={tmp_path / 'x'}", "trainer.loggers=[wandb]", check=False)
+    bad = cli("train", *TINY, f"run.dir={tmp_path / 'x'}", "trainer.loggers=[wandb]", check=False)
     assert bad.returncode == 2 and "jsonl, tensorboard" in bad.stderr

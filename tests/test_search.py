@@ -20,7 +20,7 @@ from mmbyol.config import describe_data, load_config
 from mmbyol.errors import ConfigError
 from mmbyol.search import best_config, candidates, configured_recipe, final_steps, suggest_recipe, with_recipe
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, cli, run_cli
 
 SEARCH = [*(o for o in TINY if not o.startswith("trainer.max_steps")), "trainer.monitor_items=128",
           "search.trial_steps=4", "search.measurements=2"]
@@ -324,16 +324,16 @@ def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     recipe = next(t for t in report["trials"] if t["trial"] == chosen["trial"])
     assert best["modality"] == "image" and best["augment"] == {"view1": recipe["view1"], "view2": recipe["view2"]}
     run = tmp_path / "best-run"
-    run_cli("train", f"config={where / 'best.yaml'}", "trainer.max_steps=2", f"run.dir={run}")
+    cli("train", f"config={where / 'best.yaml'}", "trainer.max_steps=2", f"run.dir={run}")
     trained = yaml.safe_load((run / "config.yaml").read_text())["augment"]
     assert trained == {**best["augment"], "local_views": 0, "local": []}  # image has no local views by default
     for command in ("eval", "plot"):  # the search folder taken for a run: told what to do with it
-        mistaken = run_cli(command, str(where), check=False)
-        assert mistaken.returncode != 0 and f"mmbyol train config={where / 'best.yaml'}" in mistaken.stderr
+        mistaken = cli(command, str(where), check=False)
+        assert mistaken.returncode == 2 and f"mmbyol train config={where / 'best.yaml'}" in mistaken.stderr
 
-    refused = run_cli("search", *args, "search.trials=4", check=False)
+    refused = cli("search", *args, "search.trials=4", check=False)  # a finished search is not extended by accident
     assert refused.returncode == 2 and "resume=auto" in refused.stderr
-    run_cli("search", *args, "search.trials=4", "resume=auto")  # one more trial, the first three kept
+    cli("search", *args, "search.trials=4", "resume=auto")  # one more trial, the first three kept
     again = json.loads((where / "report.json").read_text())
     assert sorted(t["trial"] for t in again["trials"]) == [0, 1, 2, 3]
     kept = {t["trial"]: t["value"] for t in report["trials"]}
@@ -369,7 +369,7 @@ def test_a_final_round_as_long_as_the_trials_takes_their_measurements_instead_of
 
 def test_a_search_without_labels_judges_by_rankme_and_weighs_its_final_round_by_rankmes_error(tmp_path, fashion_mnist):
     where = tmp_path / "search"
-    run_cli("search", *SEARCH, f"run.dir={where}", "search.objective=rank", "search.trials=2", "search.final_steps=4")
+    cli("search", *SEARCH, f"run.dir={where}", "search.objective=rank", "search.trials=2", "search.final_steps=4")
     report = json.loads((where / "report.json").read_text())
     assert report["objective"] == "monitor_rank" and len(report["final"]) == 2
     assert all(f["rank_se"] > 0 for f in report["final"])  # each finalist's error on the slice's 128 items
@@ -495,7 +495,7 @@ def test_two_processes_share_a_study_and_a_killed_one_loses_no_finished_trial(tm
 
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # what search.trials counts
     done = sum(t.state in counted for t in trials)
-    run_cli("search", *SEARCH, f"run.dir={where}", f"search.trials={done + 1}", *args)  # resume: one more trial
+    cli("search", *SEARCH, f"run.dir={where}", f"search.trials={done + 1}", *args)  # resume: one more trial
     after = _study(where).get_trials()
     assert sum(t.state in counted for t in after) == done + 1
     for number, (state, value) in before.items():  # finished trials are kept, never run again

@@ -24,7 +24,7 @@ from mmbyol.modalities.base import TwoViews, build_encoder, get_modality
 from mmbyol.monitor import Monitor
 from mmbyol.registry import AUGMENTATIONS
 
-from ..conftest import run_cli, train_interrupted
+from ..conftest import cli, train_interrupted
 
 INFO = {"sample_rate": 16000, "clip_samples": 15200, "n_fft": 1024, "hop_length": 160, "n_mels": 64,
         "f_min": 60.0, "f_max": 7800.0, "mean": -10.0, "std": 5.0}
@@ -584,9 +584,9 @@ def test_views_picture_the_originals_as_evaluated_and_the_views_as_trained(tmp_p
 @pytest.mark.slow
 def test_train_eval_and_views_through_the_cli(tmp_path, tone_folder):
     run_dir = tmp_path / "run"
-    result = run_cli("train", *AUDIO_TINY, f"data.root={tone_folder}", f"run.dir={run_dir}")
+    result = cli("train", *AUDIO_TINY, f"data.root={tone_folder}", f"run.dir={run_dir}")
     assert result.stdout.strip() == str(run_dir)
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.l2_grid=[0.01]").stdout
+    metrics = json.loads(cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.l2_grid=[0.01]").stdout
                          .splitlines()[-1])
     assert {"linear_acc", "knn_acc", "linear_acc_2"} <= set(metrics) and metrics["n_test"] == 20
     assert metrics["linear_acc"] > 0.5  # four tones, clearly apart
@@ -600,7 +600,7 @@ def test_train_eval_and_views_through_the_cli(tmp_path, tone_folder):
     assert encoder(batch).shape == (3, 64)
 
     out = tmp_path / "views.png"
-    run_cli("views", "modality=audio", "data.name=audio-folder", f"data.root={tone_folder}", f"out={out}", "n=4",
+    cli("views", "modality=audio", "data.name=audio-folder", f"data.root={tone_folder}", f"out={out}", "n=4",
             "device=cpu")
     from PIL import Image
 
@@ -665,8 +665,8 @@ def test_a_standard_layout_reads_its_splits_and_trains_and_evaluates_through_the
     assert (len(train), len(test)) == sizes and train.classes == test.classes == list(TONES)
     assert not set(train.files) & set(test.files) and len(set(train.groups)) == groups
     run_dir = tmp_path / "run"
-    run_cli("train", *AUDIO_TINY, *data, "data.batch_size=6", "trainer.max_steps=2", f"run.dir={run_dir}")
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
+    cli("train", *AUDIO_TINY, *data, "data.batch_size=6", "trainer.max_steps=2", f"run.dir={run_dir}")
+    metrics = json.loads(cli("eval", str(run_dir), "eval.l2_grid=[0.01]").stdout.splitlines()[-1])
     assert metrics["n_test"] == 3 and 0 <= metrics["linear_acc"] <= 1
 
 

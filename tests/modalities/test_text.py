@@ -13,7 +13,7 @@ from mmbyol.modalities.text.frontend import content_mask, decode
 from mmbyol.modalities.text.tokenizer import SPECIAL_TOKENS, run_tokenizer, tokenizer_info, train_tokenizer
 from mmbyol.registry import AUGMENTATIONS
 
-from ..conftest import run_cli, train_interrupted
+from ..conftest import cli, train_interrupted
 
 TEXT_AUGMENTATIONS = ["token_mask", "token_delete", "span_crop", "local_shuffle", "dropout"]
 TOKEN_AUGMENTATIONS = ["token_mask", "token_delete", "span_crop", "local_shuffle"]  # those that change tokens
@@ -313,12 +313,12 @@ def test_resume_after_half_the_steps_equals_straight_training(tmp_path, corpus_f
 def test_train_eval_views_and_export_through_the_cli(tmp_path, corpus_files):
     run_dir = tmp_path / "run"
     data = [f"data.train={corpus_files / 'train.jsonl'}", f"data.test={corpus_files / 'test.jsonl'}"]
-    result = run_cli("train", *TEXT_TINY, *data, f"run.dir={run_dir}")
+    result = cli("train", *TEXT_TINY, *data, f"run.dir={run_dir}")
     assert result.stdout.strip() == str(run_dir)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert steps and all(r["z_std"] > 0 and r["rank"] > 1 for r in steps)
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.l2_grid=[0.01]").stdout
+    metrics = json.loads(cli("eval", str(run_dir), "eval.labels_per_class=2", "eval.l2_grid=[0.01]").stdout
                          .splitlines()[-1])
     assert {"linear_acc", "knn_acc", "linear_acc_2"} <= set(metrics) and metrics["n_test"] == 12
 
@@ -330,7 +330,7 @@ def test_train_eval_views_and_export_through_the_cli(tmp_path, corpus_files):
     assert (encoder.save_pretrained(tmp_path / "hf") / "tokenizer.json").exists()
 
     out = tmp_path / "views.txt"
-    shown = run_cli("views", *TEXT_TINY, *data, f"out={out}", "n=3").stdout
+    shown = cli("views", *TEXT_TINY, *data, f"out={out}", "n=3").stdout
     assert shown.count("original:") == 3 and shown.count("view 2:") == 3
     assert out.read_text() in shown
 

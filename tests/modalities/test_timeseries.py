@@ -17,7 +17,7 @@ from mmbyol.modalities.base import build_encoder
 from mmbyol.modalities.timeseries import SeriesFrontEnd, prepare_series
 from mmbyol.modalities.timeseries.data import packaged_ucr_folders, read_ts, resample
 
-from ..conftest import REPO, run_cli
+from ..conftest import REPO, cli
 
 TS_TINY = ["modality=timeseries", "data.batch_size=16", "trainer.max_steps=6", "trainer.progress=false",
            "trainer.log_every=2", "model.hidden_dim=64", "model.projection_dim=32", "device=cpu",
@@ -501,20 +501,20 @@ def test_the_dilated_cnn_sees_each_step_through_its_dilated_taps():
 def test_train_eval_and_views_through_the_cli(ucr_root, tmp_path):
     data = [f"data.root={ucr_root}", "data.set=Tiny"]
     run_dir = tmp_path / "run"
-    run_cli("train", *TS_TINY, *data, f"run.dir={run_dir}")
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.labels_per_class=5", "eval.l2_grid=[0.01]")
+    cli("train", *TS_TINY, *data, f"run.dir={run_dir}")
+    metrics = json.loads(cli("eval", str(run_dir), "eval.labels_per_class=5", "eval.l2_grid=[0.01]")
                          .stdout.splitlines()[-1])
     assert metrics["n_train"] == 48 and metrics["n_test"] == 20 and metrics["linear_acc"] >= 0.8  # sine vs square
     assert "linear_acc_5" in metrics and metrics["data"] == {"name": "ucr", "set": "Tiny"}
     config = (run_dir / "config.yaml").read_text()
     assert "crop_resize" in config and "time_warp" in config  # the default pair: generic augmentations
     out = tmp_path / "views.png"
-    run_cli("views", "modality=timeseries", *data, "n=4", f"out={out}", "device=cpu")
+    cli("views", "modality=timeseries", *data, "n=4", f"out={out}", "device=cpu")
     from PIL import Image
 
     with Image.open(out) as image:
         assert image.width > 400 and image.height > 300
-    refused = run_cli("views", "modality=timeseries", *data, "n=4", f"out={tmp_path / 'views.txt'}", check=False)
+    refused = cli("views", "modality=timeseries", *data, "n=4", f"out={tmp_path / 'views.txt'}", check=False)
     assert refused.returncode == 2 and "written as .png files" in refused.stderr and "Traceback" not in refused.stderr
 
 
@@ -580,9 +580,9 @@ def test_windows_of_long_recordings_train_and_evaluate_through_the_cli(tmp_path)
         series, labels = two_shapes(n, (300, 301), seed=seed)
         np.savez(tmp_path / f"{split}.npz", x=np.stack(series).astype(np.float32), y=np.array(labels))
     run_dir = tmp_path / "run"
-    run_cli("train", *TS_TINY, "data.name=array-file", f"data.train={tmp_path / 'train.npz'}",
+    cli("train", *TS_TINY, "data.name=array-file", f"data.train={tmp_path / 'train.npz'}",
             f"data.test={tmp_path / 'test.npz'}", "data.window=50", f"run.dir={run_dir}")
-    metrics = json.loads(run_cli("eval", str(run_dir), "eval.l2_grid=[0.01]", "eval.labels_per_class=2").stdout
+    metrics = json.loads(cli("eval", str(run_dir), "eval.l2_grid=[0.01]", "eval.labels_per_class=2").stdout
                          .splitlines()[-1])
     assert (metrics["n_train"], metrics["n_test"], metrics["n_test_whole"]) == (8 * 6, 4 * 6, 4)
     assert metrics["linear_acc"] >= 0.8 and metrics["linear_acc_whole"] >= 0.75 and "knn_acc_whole" in metrics

@@ -19,7 +19,7 @@ from mmbyol.config import load_config
 from mmbyol.errors import TrainingDiverged
 from mmbyol.train import train
 
-from ..conftest import REPO, TINY, TORCHRUN_ENV, run_cli, torchrun, torchrun_command
+from ..conftest import REPO, TINY, TORCHRUN_ENV, cli, torchrun, torchrun_command
 
 train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
 LONGER = [*TINY, "trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.log_every=1"]
@@ -91,7 +91,7 @@ def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_p
         assert not (run / "encoder.safetensors").exists()  # it really died mid-run
         assert load_checkpoint(checkpoint)["step"] >= kill_at - 1  # never torn, at most a step behind
     (checkpoint.parent / "last.pt.4242.tmp").write_bytes(b"\x80\x02 half a save")  # as a kill in torch.save leaves
-    run_cli(*train_args(run, "resume=auto"))
+    cli(*train_args(run, "resume=auto"))  # resumed in this process: the killed one is under test
     tally["runs resumed"] += 4
     tally["faults injected"] += 1
 
@@ -120,7 +120,7 @@ def test_a_stop_signal_saves_says_how_to_continue_exits_128_plus_it_and_resumes_
     assert 3 <= step < 30 and not (run / "encoder.safetensors").exists()
     assert f"interrupted at step {step}" in stderr and "resume=auto" in stderr
     assert metrics(run)[-1]["step"] == step
-    run_cli(*train_args(run, "resume=auto"))
+    cli(*train_args(run, "resume=auto"))  # resumed in this process: the killed one is under test
     tally["runs resumed"] += 1
     assert_same_run(straight, run)
 
