@@ -129,11 +129,17 @@ def stopped_by_signals():
 
 class InterruptFlag:
     """Ctrl-C, SIGTERM or SIGUSR1 asks the loop to stop after the current step and save; a second
-    Ctrl-C interrupts at once. ``signum`` is the first signal received."""
+    Ctrl-C interrupts at once. ``signum`` is the first signal received.
 
-    def __init__(self):
+    Outside training it defers a stop to a point the waiting code chooses
+    (:meth:`raise_if_requested`), where ``stopping`` says what happens: an exception raised by the
+    handler itself can land inside ``threading``'s lock handling while the main thread waits on a
+    pool, and leave a RuntimeError and a traceback in place of the stop."""
+
+    def __init__(self, stopping: str = "stopping after this step and saving a checkpoint"):
         self.requested = False
         self.signum: int | None = None
+        self.stopping = stopping
         self._previous: dict[int, Any] = {}
 
     def __enter__(self):
@@ -148,9 +154,14 @@ class InterruptFlag:
         if not self.requested:
             self.requested, self.signum = True, signum
             if signum == signal.SIGINT:
-                log.warning("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort now)")
+                log.warning("Ctrl-C: %s (Ctrl-C again to abort now)", self.stopping)
             else:
-                log.warning("%s: stopping after this step and saving a checkpoint", signal.Signals(signum).name)
+                log.warning("%s: %s", signal.Signals(signum).name, self.stopping)
+
+    def raise_if_requested(self) -> None:
+        """Raise :class:`Stopped` with the signal, if one came."""
+        if self.requested:
+            raise Stopped(self.signum)
 
     def __exit__(self, *exc):
         for signum, previous in self._previous.items():

@@ -2,7 +2,10 @@ import contextlib
 import io
 import json
 import math
+import os
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -14,7 +17,7 @@ from mmbyol.augment import build_augmentation, build_views
 from mmbyol.checkpoint import load_checkpoint
 from mmbyol.config import load_config, to_container
 from mmbyol.data import build_dataset, collate_items, evenly_spaced, prepare_views
-from mmbyol.errors import DataError
+from mmbyol.errors import DataError, Stopped
 from mmbyol.modalities.audio import spoken_digits
 from mmbyol.modalities.audio.data import load_audio
 from mmbyol.modalities.audio.frontend import log_mel, prepare_audio
@@ -23,6 +26,7 @@ from mmbyol.modalities.audio.spoken_digits import ACCENTS, DIGITS, SPOKEN_DIGITS
 from mmbyol.modalities.base import TwoViews, build_encoder, get_modality
 from mmbyol.monitor import Monitor
 from mmbyol.registry import AUGMENTATIONS
+from mmbyol.runtime import stopped_by_signals
 
 from ..conftest import cli, train_interrupted
 
@@ -488,6 +492,28 @@ def test_spoken_digits_without_espeak_names_the_package(tmp_path, monkeypatch):
     monkeypatch.setattr(spoken_digits.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install espeak-ng"):
         build_dataset(load_config(["modality=audio", f"data.root={tmp_path / 'none'}"]), "train")
+
+
+def test_a_stop_while_clips_are_made_is_raised_where_the_command_waits_and_leaves_no_folder(tmp_path, monkeypatch,
+                                                                                            caplog):
+    """The signal only marks the stop: the command raises it between its waits for the clips, never
+    inside the thread pool's locks, where it once became a RuntimeError and a traceback."""
+    made = []
+
+    def synthesize(job, sample_rate):
+        made.append(job)
+        if len(made) == 20:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.002)
+
+    monkeypatch.setattr(spoken_digits.shutil, "which", lambda name: "/usr/bin/espeak-ng")
+    monkeypatch.setattr(spoken_digits, "_synthesize", synthesize)
+    with stopped_by_signals(), pytest.raises(Stopped) as stopped:
+        build_dataset(load_config(["modality=audio", f"data.root={tmp_path / 'digits'}"]), "train")
+    assert stopped.value.signum == signal.SIGUSR1
+    assert "SIGUSR1: stopping; the clips begun are finished" in caplog.text
+    clips = len(ACCENTS) * len(DIGITS) * len(VOICE_VARIANTS) * len(spoken_digits.SPEEDS) * len(spoken_digits.PITCHES)
+    assert 20 <= len(made) < clips and list(tmp_path.iterdir()) == []  # the rest not made, the staging folder gone
 
 
 def test_spoken_digits_never_replaces_a_folder_of_other_files(tmp_path, monkeypatch):

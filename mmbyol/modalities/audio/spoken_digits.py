@@ -18,6 +18,7 @@ import soundfile
 
 from ...errors import DataError
 from ...registry import register_dataset
+from ...runtime import InterruptFlag
 from .data import AudioClips, AudioDataConfig, load_audio
 
 log = logging.getLogger(__name__)
@@ -101,10 +102,11 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
     try:
         pool = ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 1))
         try:
-            done = pool.map(lambda job: _synthesize(job, cfg.sample_rate), jobs)
-            for _ in tqdm(done, total=len(jobs), desc="spoken-digits", mininterval=2.0,
-                          disable=not log.isEnabledFor(logging.INFO)):
-                pass
+            with InterruptFlag("stopping; the clips begun are finished, the others not made") as stop:
+                futures = [pool.submit(_synthesize, job, cfg.sample_rate) for job in jobs]
+                for future in tqdm(futures, desc="spoken-digits", mininterval=2.0,
+                                   disable=not log.isEnabledFor(logging.INFO)):
+                    _wait_for(future, stop)
         except subprocess.CalledProcessError as error:
             raise DataError(
                 f"espeak-ng failed ({' '.join(error.cmd)}): {error.stderr.decode(errors='replace')[:300]}. "
@@ -123,6 +125,16 @@ def prepare_spoken_digits(cfg: AudioDataConfig) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def _wait_for(future, stop: InterruptFlag) -> None:
+    """Wait for a clip, looking for a stop twice a second; raises the clip's error or the stop."""
+    while True:
+        stop.raise_if_requested()
+        try:
+            return future.result(timeout=0.5)
+        except TimeoutError:
+            continue
 
 
 def unvoiced_accents(root: Path) -> list[str]:
