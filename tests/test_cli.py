@@ -105,15 +105,15 @@ def test_train_reads_a_config_file_and_a_typo_in_it_is_one_line(tmp_path, fashio
     good = tmp_path / "good.yaml"
     good.write_text("trainer:\n  max_steps: 2\n  log_every: 1\nmodel:\n  hidden_dim: 64\n  projection_dim: 32\n")
     run_dir = tmp_path / "run"
-    run_cli("train", f"config={good}", "data.limit=256", "data.batch_size=64", "trainer.progress=false",
-            "optim.warmup_epochs=0", "device=cpu", f"run.dir={run_dir}")
+    cli("train", f"config={good}", "data.limit=256", "data.batch_size=64", "trainer.progress=false",
+        "optim.warmup_epochs=0", "device=cpu", f"run.dir={run_dir}")
     saved = (run_dir / "config.yaml").read_text()
     assert "max_steps: 2" in saved and "hidden_dim: 64" in saved
     assert sum("loss" in line for line in (run_dir / "metrics.jsonl").read_text().splitlines()) == 2
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_step: 2\n")
-    result = run_cli("train", f"config={bad}", check=False)
+    result = cli("train", f"config={bad}", check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("mmbyol: error:")]
     assert len(error) == 1 and "Did you mean 'trainer.max_steps'" in error[0] and f"(in {bad})" in error[0]

@@ -475,7 +475,7 @@ def test_a_search_in_memory_opens_its_study(tmp_path):
 @pytest.mark.slow
 def test_two_processes_share_a_study_and_a_killed_one_loses_no_finished_trial(tmp_path, fashion_mnist):
     where = tmp_path / "search"
-    args = ["search.trial_steps=24", "search.measurements=3", "search.finalists=0", "resume=auto"]
+    args = ["search.trial_steps=12", "search.measurements=2", "search.finalists=0", "resume=auto"]
     survivor = _search_process(where, "search.trials=5", *args)
     victim = _search_process(where, "search.trials=5", *args)
     try:

@@ -22,7 +22,8 @@ from mmbyol.train import train
 from ..conftest import REPO, TINY, TORCHRUN_ENV, cli, torchrun, torchrun_command
 
 train_module = importlib.import_module("mmbyol.train")  # `mmbyol.train` is also the function
-LONGER = [*TINY, "trainer.max_steps=30", "trainer.checkpoint_every=1", "trainer.log_every=1"]
+STEPS = 20
+LONGER = [*TINY, f"trainer.max_steps={STEPS}", "trainer.checkpoint_every=1", "trainer.log_every=1"]
 
 
 def metrics(run_dir) -> list[dict]:
@@ -73,7 +74,7 @@ def straight(tmp_path_factory, fashion_mnist):
 
 def assert_same_run(a, b) -> None:
     first, second = load_checkpoint(a / "checkpoints" / "last.pt"), load_checkpoint(b / "checkpoints" / "last.pt")
-    assert first["step"] == second["step"] == 30
+    assert first["step"] == second["step"] == STEPS
     for key, value in first["model"].items():
         assert torch.equal(value, second["model"][key]), key
     assert [r.get("loss") for r in metrics(a)] == [r.get("loss") for r in metrics(b)]
@@ -82,7 +83,7 @@ def assert_same_run(a, b) -> None:
 def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_path, straight, tally):
     run = tmp_path / "killed"
     checkpoint = run / "checkpoints" / "last.pt"
-    for kill_at in (3, 11, 19):  # a checkpoint every step: the kills land in and between saves
+    for kill_at in (3, 9, 15):  # a checkpoint every step: the kills land in and between saves
         process = start(run, "resume=auto")
         wait_for_step(process, run, kill_at)
         process.send_signal(signal.SIGKILL)
@@ -96,10 +97,10 @@ def test_sigkill_mid_training_then_resume_auto_gives_the_uninterrupted_run(tmp_p
     tally["faults injected"] += 1
 
     a, b = load_checkpoint(straight / "checkpoints" / "last.pt"), load_checkpoint(checkpoint)
-    assert b["step"] == a["step"] == 30
+    assert b["step"] == a["step"] == STEPS
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
-    assert [r["step"] for r in metrics(run)] == list(range(0, 31))  # one uninterrupted log (0: the monitor's)
+    assert [r["step"] for r in metrics(run)] == list(range(STEPS + 1))  # one uninterrupted log (0: the monitor's)
     assert [r.get("loss") for r in metrics(run)] == [r.get("loss") for r in metrics(straight)]
     assert [r.get("monitor_knn") for r in metrics(run)] == [r.get("monitor_knn") for r in metrics(straight)]
     assert not list(run.rglob("*.tmp"))
@@ -117,7 +118,7 @@ def test_a_stop_signal_saves_says_how_to_continue_exits_128_plus_it_and_resumes_
     tally["faults injected"] += 1
     assert process.returncode == 128 + signum and "Traceback" not in stderr  # 130, 143, 138: what a requeue reads
     step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
-    assert 3 <= step < 30 and not (run / "encoder.safetensors").exists()
+    assert 3 <= step < STEPS and not (run / "encoder.safetensors").exists()
     assert f"interrupted at step {step}" in stderr and "resume=auto" in stderr
     assert metrics(run)[-1]["step"] == step
     cli(*train_args(run, "resume=auto"))  # resumed in this process: the killed one is under test
@@ -145,10 +146,10 @@ def test_sigterm_to_torchrun_stops_both_ranks_at_one_step_and_resume_auto_ends_o
     assert process.returncode != 0, stderr[-3000:]
     assert stderr.count("stopped by SIGTERM") == 2, stderr[-3000:]  # each rank: after the same step's save
     state = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert 3 <= state["step"] < 30 and len(state["ranks"]) == 1  # rank 1's streams too
+    assert 3 <= state["step"] < STEPS and len(state["ranks"]) == 1  # rank 1's streams too
     torchrun(2, *train_args(run, "resume=auto"))
     tally["runs resumed"] += 1
-    assert [r["step"] for r in metrics(run)] == list(range(0, 31))  # one log: steps before the signal, then after
+    assert [r["step"] for r in metrics(run)] == list(range(STEPS + 1))  # one log: steps before the signal, then after
     assert_same_run(straight_two, run)
 
 
