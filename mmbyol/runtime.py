@@ -129,12 +129,12 @@ def stopped_by_signals():
 
 class InterruptFlag:
     """Ctrl-C, SIGTERM or SIGUSR1 asks the loop to stop after the current step and save; a second
-    Ctrl-C interrupts at once. ``signum`` is the first signal received.
+    Ctrl-C interrupts at once. ``signum`` is the first signal received; ``stopping`` is what the
+    warning for it says will happen.
 
-    Outside training it defers a stop to a point the waiting code chooses
-    (:meth:`raise_if_requested`), where ``stopping`` says what happens: an exception raised by the
-    handler itself can land inside ``threading``'s lock handling while the main thread waits on a
-    pool, and leave a RuntimeError and a traceback in place of the stop."""
+    A command that waits on threads uses it to raise the stop where it chooses
+    (:meth:`raise_if_requested`): raised by the handler itself, the exception can land inside
+    ``threading``'s lock handling and leave a RuntimeError and a traceback in place of the stop."""
 
     def __init__(self, stopping: str = "stopping after this step and saving a checkpoint"):
         self.requested = False
