@@ -20,7 +20,7 @@ from mmbyol.config import describe_data, load_config
 from mmbyol.errors import ConfigError
 from mmbyol.search import best_config, candidates, configured_recipe, final_steps, suggest_recipe, with_recipe
 
-from .conftest import TINY, cli, run_cli
+from .conftest import TINY, cli
 
 SEARCH = [*(o for o in TINY if not o.startswith("trainer.max_steps")), "trainer.monitor_items=128",
           "search.trial_steps=4", "search.measurements=2"]
@@ -303,7 +303,7 @@ def test_a_finalist_queued_by_two_processes_at_once_trains_once(tmp_path):
 def test_search_end_to_end_through_the_cli(tmp_path, fashion_mnist, plugin):
     where = tmp_path / "search"
     args = [*SEARCH, f"run.dir={where}", f"plugins=[{plugin}]", "search.finalists=2", "search.final_steps=12"]
-    result = run_cli("search", *args, "search.trials=3")
+    result = cli("search", *args, "search.trials=3")  # as a process in the two-process test below
     assert result.stdout.strip() == str(where)
     report = json.loads((where / "report.json").read_text())
     assert len(report["trials"]) == 3 and report["objective"] == "monitor_knn"
